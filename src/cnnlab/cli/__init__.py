@@ -1,0 +1,77 @@
+"""The ``cnnlab`` command line: a thin layer that parses arguments, calls the library and prints.
+
+Every subcommand is one module in this package exposing ``NAME``, ``HELP``, ``EXAMPLE``,
+``add_arguments(parser)`` and ``run(args) -> int``; modules are discovered automatically, so adding a
+subcommand means adding one file. User errors (:class:`cnnlab.errors.CnnlabError`) become a one-line
+message on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from cnnlab.errors import CnnlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (argparse prints the whole usage otherwise)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _subcommand_modules() -> list[ModuleType]:
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: m.NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every discovered subcommand."""
+    parser = _Parser(
+        prog="cnnlab",
+        description="cnnlab: build, inspect, train, evaluate, export and serve CNNs.",
+        epilog="Run `cnnlab COMMAND --help` for a command's options and an example.",
+    )
+    from cnnlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for mod in _subcommand_modules():
+        p = sub.add_parser(
+            mod.NAME,
+            help=mod.HELP,
+            description=mod.HELP,
+            epilog=f"example:\n  {mod.EXAMPLE}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cnnlab`` console script and of ``python -m cnnlab``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CnnlabError as exc:
+        print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130

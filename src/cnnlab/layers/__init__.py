@@ -1,0 +1,1 @@
+"""Reusable building blocks shared by several model families (one idea per file)."""

@@ -1,0 +1,28 @@
+"""The model zoo. Importing this package registers every family's builders (one module per family)."""
+
+from cnnlab.models import (  # noqa: F401  (imported for their @register_model side effect)
+    alexnet,
+    convnext,
+    densenet,
+    efficientnet,
+    inception,
+    lenet,
+    mobilenet,
+    resnet,
+    simple,
+    unet,
+    vgg,
+    vit,
+    yolo,
+)
+from cnnlab.models._base import ClassifierMixin, DefaultCfg
+from cnnlab.models._registry import get_model, get_model_builder, list_models, register_model
+
+__all__ = [
+    "ClassifierMixin",
+    "DefaultCfg",
+    "get_model",
+    "get_model_builder",
+    "list_models",
+    "register_model",
+]

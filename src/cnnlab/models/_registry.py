@@ -1,0 +1,81 @@
+"""The model registry: ``@register_model`` builders, :func:`get_model` and :func:`list_models`.
+
+Shaped like torchvision's: each architecture family lives in its own module and registers its public
+builders with a decorator; the registry refuses duplicate names so two families can never shadow each
+other silently, and an unknown name is answered with the closest valid names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from cnnlab.errors import UnknownNameError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
+    """Register a model builder under its function name (or ``name``).
+
+    Example::
+
+        @register_model
+        def resnet18(*, num_classes=1000, in_chans=3, **kwargs): ...
+    """
+
+    def wrap(f: F) -> F:
+        key = name or f.__name__
+        if key in _MODELS:
+            raise ValueError(f"model name '{key}' is already registered by {_MODELS[key].__module__}")
+        _MODELS[key] = f
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family; done lazily to avoid an import cycle.
+    import cnnlab.models  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of registered models, optionally filtered by a glob such as ``"resnet*"``."""
+    _ensure_loaded()
+    names = sorted(_MODELS)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered under ``name``; raises :class:`UnknownNameError` with close matches."""
+    _ensure_loaded()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise UnknownNameError("model", name, _MODELS) from None
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    Keyword arguments go to the builder: ``num_classes``, ``in_chans`` and family-specific options.
+    ``pretrained=PATH`` loads local weights (never downloads). Example::
+
+        model = get_model("resnet18", num_classes=10, in_chans=1, small_input=True)
+    """
+    pretrained = kwargs.pop("pretrained", None)
+    model = get_model_builder(name)(**kwargs)
+    # Record how the model was built so a checkpoint can rebuild it with no code from the run.
+    model.cnnlab_arch = {"name": name, "kwargs": dict(kwargs)}
+    if pretrained:
+        from cnnlab.models.pretrained import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model

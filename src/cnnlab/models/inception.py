@@ -1,0 +1,1 @@
+"""inception family (to be written)."""

@@ -1,0 +1,1 @@
+"""vit family (to be written)."""

@@ -1,0 +1,1 @@
+"""yolo family (to be written)."""
