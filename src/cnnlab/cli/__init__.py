@@ -60,18 +60,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
+    """``["--optim.lr", "3e-4", "--epochs=3"]`` → ``{"optim.lr": "3e-4", "epochs": "3"}``."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--") or len(tok) < 3:
+            raise ValueError(
+                f"unexpected argument '{tok}'; config overrides look like --optim.lr 3e-4"
+            )
+        key, eq, val = tok[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise ValueError(f"config override --{key} needs a value, e.g. --{key} VALUE")
+            val = extra[i + 1]
+            i += 1
+        out[key.replace("-", "_")] = val
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` console script and of ``python -m cnnlab``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if extra:
+        mod = sys.modules[args._run.__module__]
+        if not getattr(mod, "ACCEPTS_OVERRIDES", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            args.overrides = parse_overrides(extra)
+        except ValueError as exc:
+            print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     try:
         return int(args._run(args) or 0)
     except CnnlabError as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -95,7 +95,9 @@ class ClassifierMixin:
         if num_classes <= 0:
             new = nn.Identity()
         elif isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, bias=old.bias is not None)
+            new = nn.Conv2d(
+                old.in_channels, num_classes, old.kernel_size, bias=old.bias is not None
+            )
         else:
             new = nn.Linear(self.num_features, num_classes)
         parent: nn.Module = self  # type: ignore[assignment]

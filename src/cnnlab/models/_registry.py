@@ -32,7 +32,9 @@ def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
     def wrap(f: F) -> F:
         key = name or f.__name__
         if key in _MODELS:
-            raise ValueError(f"model name '{key}' is already registered by {_MODELS[key].__module__}")
+            raise ValueError(
+                f"model name '{key}' is already registered by {_MODELS[key].__module__}"
+            )
         _MODELS[key] = f
         return f
 

@@ -14,7 +14,9 @@ from cnnlab.models._base import ClassifierMixin, DefaultCfg
 from cnnlab.models._registry import register_model
 
 MNIST_CFG = DefaultCfg(input_size=(1, 28, 28), min_size=28, mean=(0.5,), std=(0.5,))
-CIFAR_CFG = DefaultCfg(input_size=(3, 32, 32), min_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+CIFAR_CFG = DefaultCfg(
+    input_size=(3, 32, 32), min_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+)
 
 
 class SimpleCNN(ClassifierMixin, nn.Module):
@@ -104,7 +106,9 @@ class FastBNNet(ClassifierMixin, nn.Module):
 
     classifier_name = "fc"
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 32, dropout: float = 0.0):
+    def __init__(
+        self, num_classes: int = 10, in_chans: int = 1, width: int = 32, dropout: float = 0.0
+    ):
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
         self.default_cfg = MNIST_CFG.for_chans(in_chans)

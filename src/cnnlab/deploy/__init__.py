@@ -1,0 +1,1 @@
+"""Deployment: the predictor API, export, quantisation, the HTTP service and benchmarking."""

@@ -1,0 +1,225 @@
+"""The predictor: a trained model plus its preprocessing, answering "what is in these images?".
+
+``cnnlab.load("runs/x")`` rebuilds the model from the run directory alone (safetensors weights and
+``config.json``; nothing is unpickled) and ``.predict(...)`` takes file paths, PIL images, numpy
+arrays or tensors, preprocesses them exactly as in training, and returns class names with
+probabilities, batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnlab.data.imagefolder import decode_image
+from cnnlab.data.loader import normalize_batch
+from cnnlab.errors import DataError, RunError
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one image: best class, its probability, and the top-k list."""
+
+    label: str
+    index: int
+    probability: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "label": self.label,
+            "index": self.index,
+            "probability": self.probability,
+            "top_k": [{"label": k, "probability": p} for k, p in self.top_k],
+        }
+
+
+@dataclass(frozen=True)
+class PredictionError:
+    """A file that could not be predicted, with the reason (the other files still are)."""
+
+    source: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "error": self.error}
+
+
+class Predictor:
+    """A model ready for inference with its class names and preprocessing.
+
+    Example::
+
+        p = cnnlab.load("runs/simplecnn-digits")
+        p.predict(["three.png"], top_k=3)[0].label
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        classes: Sequence[str],
+        input_size: Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        config: dict | None = None,
+    ):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.classes = list(classes)
+        self.input_size = tuple(int(v) for v in input_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.batch_size = batch_size
+        self.config = config or {}
+
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def to_uint8(self, image: Any) -> torch.Tensor:
+        """One image (path, PIL image, HxW / HxWxC / CxHxW array or tensor) → uint8 (C, H, W)."""
+        c, h, w = self.input_size
+        if isinstance(image, (str, Path)):
+            try:
+                return torch.from_numpy(decode_image(image, (h, w), c))
+            except FileNotFoundError:
+                raise DataError(f"{image}: no such file") from None
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{image}: not a readable image ({exc})") from None
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB" if c == 3 else "L"))
+        t = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+        if t.dim() == 2:
+            t = t.unsqueeze(0)
+        elif t.dim() == 3 and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
+            t = t.permute(2, 0, 1)  # HWC → CHW
+        if t.dim() != 3:
+            raise DataError(f"an image must be HxW, HxWxC or CxHxW; got shape {tuple(t.shape)}")
+        if t.dtype != torch.uint8:
+            t = t.float()
+            t = (t * 255 if t.max() <= 1.0 else t).round().clamp(0, 255).to(torch.uint8)
+        if t.shape[0] == 4:
+            t = t[:3]
+        if t.shape[0] != c:
+            t = (
+                t.float().mean(0, keepdim=True).round().to(torch.uint8)
+                if c == 1
+                else t.expand(c, -1, -1)
+            )
+        if tuple(t.shape[1:]) != (h, w):
+            t = F.interpolate(
+                t[None].float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False
+            )[0]
+            t = t.round().clamp(0, 255).to(torch.uint8)
+        return t.contiguous()
+
+    def preprocess(self, images: Iterable[Any]) -> torch.Tensor:
+        """A normalised float batch (N, C, H, W) from a list of images in any supported form."""
+        batch = torch.stack([self.to_uint8(im) for im in images])
+        return normalize_batch(batch.to(self.device), self.mean, self.std)
+
+    # -- inference -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, images: Sequence[Any] | torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) on the CPU. A float tensor batch (N, C, H, W) is
+        taken as already normalised; anything else is preprocessed first."""
+        if isinstance(images, torch.Tensor) and images.dim() == 4 and images.is_floating_point():
+            batches = images.split(self.batch_size)
+        else:
+            items = (
+                list(images)
+                if not (isinstance(images, torch.Tensor) and images.dim() == 4)
+                else list(images)
+            )
+            batches = [
+                self.preprocess(items[i : i + self.batch_size])
+                for i in range(0, len(items), self.batch_size)
+            ]
+        out = [F.softmax(self.model(b.to(self.device)).float(), dim=1).cpu() for b in batches]
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def predict(self, images: Sequence[Any] | torch.Tensor, top_k: int = 1) -> list[Prediction]:
+        """Predictions for ``images`` (paths, PIL images, arrays or tensors), in order."""
+        if isinstance(images, (str, Path, Image.Image, np.ndarray)) and not (
+            isinstance(images, np.ndarray) and images.ndim == 4
+        ):
+            images = [images]
+        probs = self.predict_proba(images)
+        sources = (
+            [str(s) if isinstance(s, (str, Path)) else None for s in images]
+            if not isinstance(images, torch.Tensor)
+            else [None] * len(probs)
+        )
+        return [self._to_prediction(p, src, top_k) for p, src in zip(probs, sources)]
+
+    def predict_files(
+        self, paths: Sequence[str | Path], top_k: int = 1
+    ) -> list[Prediction | PredictionError]:
+        """Like :meth:`predict` for files, but a bad file yields a :class:`PredictionError` for it
+        while every other file is still predicted."""
+        good: list[tuple[int, torch.Tensor]] = []
+        results: list[Prediction | PredictionError | None] = [None] * len(paths)
+        for i, p in enumerate(paths):
+            try:
+                good.append((i, self.to_uint8(p)))
+            except DataError as exc:
+                results[i] = PredictionError(str(p), str(exc))
+        for start in range(0, len(good), self.batch_size):
+            chunk = good[start : start + self.batch_size]
+            x = normalize_batch(
+                torch.stack([t for _, t in chunk]).to(self.device), self.mean, self.std
+            )
+            probs = self.predict_proba(x)
+            for (i, _), pr in zip(chunk, probs):
+                results[i] = self._to_prediction(pr, str(paths[i]), top_k)
+        return results  # type: ignore[return-value]
+
+    def _to_prediction(self, probs: torch.Tensor, source: str | None, top_k: int) -> Prediction:
+        k = max(1, min(top_k, len(self.classes)))
+        vals, idx = probs.topk(k)
+        top = [(self.classes[j], float(v)) for v, j in zip(vals.tolist(), idx.tolist())]
+        return Prediction(top[0][0], int(idx[0]), top[0][1], top, source)
+
+
+def load(path: str | Path, device: str = "cpu", batch_size: int = 64) -> Predictor:
+    """A :class:`Predictor` from a run directory (``runs/x``).
+
+    Example::
+
+        import cnnlab
+        p = cnnlab.load("runs/simplecnn-digits")
+        for pred in p.predict(["a.png", "b.png"], top_k=3):
+            print(pred.label, pred.probability)
+    """
+    from cnnlab.train.rundir import load_model_from_run
+
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path} does not exist; pass a run directory such as runs/<name>")
+    if not path.is_dir():
+        raise RunError(f"{path} is not a run directory")
+    model, cfg = load_model_from_run(path)
+    for key in ("classes", "input_size", "mean", "std"):
+        if key not in cfg:
+            raise RunError(f"{path / 'config.json'} lacks '{key}'")
+    return Predictor(
+        model,
+        cfg["classes"],
+        cfg["input_size"],
+        cfg["mean"],
+        cfg["std"],
+        device=device,
+        batch_size=batch_size,
+        config=cfg,
+    )

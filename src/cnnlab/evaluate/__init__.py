@@ -1,0 +1,1 @@
+"""Evaluation: metrics, plots, TTA, ensembles, calibration, explanations and the report."""

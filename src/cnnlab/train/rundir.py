@@ -1,0 +1,181 @@
+"""The run directory: everything needed to rebuild, evaluate and serve a trained model.
+
+``runs/<name>/`` holds ``model.safetensors`` (weights, never pickled), ``config.json`` (architecture and
+its arguments, class names, input size, normalisation, the resolved training config, final metrics),
+``metrics.csv`` (one row per epoch) and plots. Files are written atomically (temp file + rename) so a
+killed run never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cnnlab.errors import RunError
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+METRIC_FIELDS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "epoch_s",
+    "elapsed_s",
+]
+
+
+def default_run_name(model: str, data: str) -> str:
+    """``<model>-<data>-<YYYYmmdd-HHMMSS>``."""
+    return f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def make_run_dir(out_dir: str | Path, name: str) -> Path:
+    """Create ``out_dir/name`` (adding ``-2``, ``-3``… if it already holds a run)."""
+    if not re.fullmatch(r"[\w.+=-]+", name):
+        raise RunError(f"run name '{name}' may only contain letters, digits and . _ + = -")
+    base = Path(out_dir) / name
+    path, i = base, 1
+    while (path / CONFIG_FILE).exists() or (path / METRICS_FILE).exists():
+        i += 1
+        path = base.with_name(f"{name}-{i}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file and rename, so readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_json(path: Path, data: dict) -> None:
+    """Atomically write pretty JSON."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A contiguous CPU copy of the weights without DDP/compile wrappers, shared tensors de-duplicated."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    out, seen = {}, {}
+    for k, v in inner.state_dict().items():
+        ptr = (v.data_ptr(), v.shape, v.dtype) if v.numel() else None
+        t = v.detach().to("cpu").contiguous()
+        out[k] = t.clone() if ptr in seen else t
+        if ptr is not None:
+            seen[ptr] = k
+    return out
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically save the model's weights as safetensors."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(state_dict_for_saving(model), str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a run, or a :class:`RunError` naming the missing/corrupt file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise RunError(f"{path} is missing; is {run_dir} a cnnlab run directory?")
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is corrupt (not valid JSON: {exc})") from None
+    if not isinstance(cfg, dict) or "model" not in cfg or "name" not in cfg.get("model", {}):
+        raise RunError(f"{path} does not describe a model (no 'model.name' entry)")
+    return cfg
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, or raise a :class:`RunError` naming it."""
+    if not path.exists():
+        raise RunError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise RunError(
+            f"{path} is corrupt or not a safetensors file ({str(exc).splitlines()[0][:120]})"
+        ) from None
+
+
+def build_model_from_config(cfg: dict[str, Any]) -> nn.Module:
+    """Rebuild the architecture recorded in a run's config (random weights)."""
+    from cnnlab.models import get_model
+
+    spec = cfg["model"]
+    return get_model(spec["name"], **spec.get("kwargs", {}))
+
+
+def load_model_from_run(
+    run_dir: str | Path, weights: str = MODEL_FILE
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model (in eval mode) and its config from a run directory alone."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    model = build_model_from_config(cfg)
+    state = read_weights(run_dir / weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise RunError(
+            f"{run_dir / weights} does not match the architecture in {CONFIG_FILE}: {first[0].strip()}"
+        ) from None
+    return model.eval(), cfg
+
+
+class MetricsLog:
+    """Appends one row per epoch to ``metrics.csv`` (flushed each time, so a killed run keeps it)."""
+
+    def __init__(self, path: Path, fields: list[str] | None = None):
+        self.path = path
+        self.fields = fields or METRIC_FIELDS
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop rows after ``epoch`` (used when resuming from an earlier checkpoint)."""
+        rows = (
+            [r for r in read_metrics(self.path) if int(r["epoch"]) <= epoch]
+            if self.path.exists()
+            else []
+        )
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a ``metrics.csv``."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
