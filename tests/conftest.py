@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# pytest runs with 2 xdist workers on 2 cores: one intra-op thread each avoids oversubscription, which
+# made small-tensor tests 10-20x slower (measured by the models tests on a loaded machine).
+torch.set_num_threads(1)
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 

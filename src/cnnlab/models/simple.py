@@ -54,6 +54,7 @@ class SimpleCNN(ClassifierMixin, nn.Module):
         return x if pre_logits else self.fc2(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
 
@@ -94,6 +95,7 @@ class LeNetBN(ClassifierMixin, nn.Module):
         return x if pre_logits else self.fc3(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
 
@@ -141,6 +143,7 @@ class FastBNNet(ClassifierMixin, nn.Module):
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
 
