@@ -1,10 +1,12 @@
-"""Data sources, in-memory datasets and fast batch loading.
+"""Data sources, in-memory datasets, the decoded cache and augmentation on whole batches.
 
 Importing this package registers the sources: ``digits`` (embedded), ``mnist``, ``fashion-mnist``
-(IDX files) and ``imagefolder`` (class sub-folders).
+(IDX files), ``cifar10`` (binary or plain-data pickles), ``imagefolder`` (class sub-folders) and
+``csv`` (a path,label manifest).
 """
 
-from cnnlab.data import digits, idx, imagefolder  # noqa: F401  (register the sources)
+from cnnlab.data import cifar, digits, idx, imagefolder, manifest  # noqa: F401  (register sources)
+from cnnlab.data.augment import BatchTransform, build_batch_transform, list_augmentations
 from cnnlab.data.base import (
     DatasetSplits,
     ImageDataset,
@@ -13,9 +15,15 @@ from cnnlab.data.base import (
     register_dataset,
 )
 from cnnlab.data.loader import BatchLoader, normalize_batch
+from cnnlab.data.splits import class_weights, stratified_split
 
 __all__ = [
     "BatchLoader",
+    "BatchTransform",
+    "build_batch_transform",
+    "class_weights",
+    "list_augmentations",
+    "stratified_split",
     "DatasetSplits",
     "ImageDataset",
     "list_datasets",
