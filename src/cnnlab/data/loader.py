@@ -22,18 +22,24 @@ def normalize_batch(
     std: Sequence[float],
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) → float ``(x / 255 - mean) / std`` in one fused pass per channel."""
+    """uint8 (or float 0..255) (N, C, H, W) → float ``(x / 255 - mean) / std``.
+
+    A float input is never modified in place.
+    """
     mean_t = torch.tensor(mean, dtype=dtype, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=dtype, device=images.device).view(1, -1, 1, 1)
     scale = 1.0 / (255.0 * std_t)
-    return images.to(dtype).mul_(scale).sub_(mean_t / std_t)
+    x = images.to(dtype)
+    x = x * scale if x is images else x.mul_(scale)
+    return x.sub_(mean_t / std_t)
 
 
 class BatchLoader:
     """Iterate over an :class:`ImageDataset` in (images, labels) batches on ``device``.
 
-    ``transform`` (optional) receives the uint8 batch and labels on the device and returns them
-    augmented (labels may become soft, e.g. Mixup); normalisation happens after it.
+    ``transform`` (optional, e.g. :func:`cnnlab.data.augment.build_batch_transform`) receives the
+    uint8 batch and labels on the device and returns them augmented — uint8, or float in the 0..255
+    range; labels may become soft, e.g. Mixup — and normalisation happens after it.
     The shuffle order depends only on ``seed`` and the epoch number, which is what makes CPU runs
     reproducible and resumable.
     """
@@ -66,8 +72,11 @@ class BatchLoader:
         self._labels = dataset.labels
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle order the next iteration uses."""
+        """Choose the epoch whose shuffle order (and augmentation draws) the next iteration uses."""
         self.epoch = epoch
+        reseed = getattr(self.transform, "set_epoch", None)
+        if reseed is not None:  # a resumed run then sees the same augmentations as an unbroken one
+            reseed(epoch)
 
     def _order(self) -> torch.Tensor:
         n = len(self.dataset)
@@ -89,8 +98,7 @@ class BatchLoader:
             y = self._labels[idx].to(self.device, non_blocking=True)
             if self.transform is not None:
                 x, y = self.transform(x, y)
-            if x.dtype == torch.uint8:
-                x = normalize_batch(x, self.mean, self.std)
+            x = normalize_batch(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
