@@ -1,12 +1,15 @@
-"""`cnnlab eval`: evaluate a trained run on its test data."""
+"""`cnnlab eval`: evaluate a trained run (or an ensemble of runs) on its test data."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "eval"
-HELP = "evaluate a run on test data: accuracy, per-class precision/recall/F1, confusion matrix"
-EXAMPLE = "cnnlab eval --run runs/simplecnn-digits"
+HELP = (
+    "evaluate a run on test data: accuracy, top-5, per-class precision/recall/F1, confusion matrix, "
+    "calibration, TTA, latency, ensembles"
+)
+EXAMPLE = "cnnlab eval --run runs/simplecnn-digits --tta flip --calibrate"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,41 +18,143 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the data files")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--tta",
+        default="none",
+        help="test-time augmentation: none, flip, flip+crops, or view names "
+        "(identity,hflip,vflip,crop_c,crop_tl,crop_tr,crop_bl,crop_br); reported next to no TTA",
+    )
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN",
+        help="more runs to ensemble with --run (each member and the ensemble are reported)",
+    )
+    p.add_argument(
+        "--method", choices=("mean", "weighted", "vote"), default="mean", help="ensemble method"
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="save the fitted temperature into config.json (the predictor then applies it)",
+    )
+    p.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize --data images of another size to the model's input (otherwise an error)",
+    )
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--no-plots", action="store_true", help="write no PNGs / eval.json")
 
 
 def format_report(res) -> str:
-    """The evaluation as a text table."""
+    """The per-class evaluation as a text table with macro and weighted averages."""
     lines = [f"{'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     pc = res.per_class
     for i, c in enumerate(res.classes):
         lines.append(
             f"{c[:16]:<16} {pc['precision'][i]:>9.4f} {pc['recall'][i]:>9.4f} {pc['f1'][i]:>9.4f} {int(pc['support'][i]):>8d}"
         )
-    n = pc["support"].sum()
-    w = pc["support"] / max(n, 1)
-    lines.append(
-        f"{'macro avg':<16} {pc['precision'].mean():>9.4f} {pc['recall'].mean():>9.4f} {pc['f1'].mean():>9.4f} {int(n):>8d}"
-    )
-    lines.append(
-        f"{'weighted avg':<16} {(pc['precision'] * w).sum():>9.4f} {(pc['recall'] * w).sum():>9.4f} {(pc['f1'] * w).sum():>9.4f} {int(n):>8d}"
-    )
+    av = res.averages
+    for k in ("macro", "weighted"):
+        a = av[k]
+        lines.append(
+            f"{k + ' avg':<16} {a['precision']:>9.4f} {a['recall']:>9.4f} {a['f1']:>9.4f} {a['support']:>8d}"
+        )
     return "\n".join(lines)
+
+
+def _headline(name: str, r, width: int) -> str:
+    return (
+        f"{name[:width]:<{width}} {r.accuracy:>8.4f} {r.top5_accuracy:>8.4f} {r.log_loss:>9.4f} "
+        f"{r.ece:>7.4f} {float(r.per_class['f1'].mean()):>8.4f}"
+    )
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    from cnnlab.evaluate.run_eval import evaluate_ensemble
+
+    ens = evaluate_ensemble(
+        [args.run, *args.ensemble],
+        method=args.method,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        resize=True if args.resize else None,
+    )
+    r = ens.ensemble
+    print(
+        f"accuracy {r.accuracy:.4f}  top-5 {r.top5_accuracy:.4f}  log-loss {r.log_loss:.4f}  "
+        f"ECE {r.ece:.4f}  ({r.num_samples} test images, {args.method} ensemble of {len(ens.members)} runs)"
+    )
+    width = max(12, *(len(m.name) for m in ens.members), len(r.name))
+    print(
+        f"{'model':<{width}} {'accuracy':>8} {'top-5':>8} {'log-loss':>9} {'ECE':>7} {'macro-F1':>8}"
+    )
+    for m in ens.members:
+        print(_headline(m.name, m, width))
+    print(_headline(r.name, r, width))
+    if ens.weights is not None:
+        print(
+            "weights: " + ", ".join(f"{m.name} {w:.3f}" for m, w in zip(ens.members, ens.weights))
+        )
+    if ens.note:
+        print(f"note: {ens.note}")
+    print(format_report(r))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.evaluate.run_eval import evaluate_run
 
+    if args.ensemble:
+        return _run_ensemble(args)
     res = evaluate_run(
         args.run,
         data=args.data,
         data_dir=args.data_dir,
         device=args.device,
         batch_size=args.batch_size,
+        write_plots=not args.no_plots,
+        tta=args.tta,
+        calibrate=args.calibrate,
+        latency=not args.no_latency,
+        resize=True if args.resize else None,
     )
     s = res.summary()
     print(
-        f"accuracy {s['accuracy']:.4f}  top-5 {s['top5_accuracy']:.4f}  log-loss {s['log_loss']:.4f}  ({s['samples']} test images)"
+        f"accuracy {s['accuracy']:.4f}  top-5 {s['top5_accuracy']:.4f}  log-loss {s['log_loss']:.4f}  "
+        f"ECE {s['ece']:.4f}  ({s['samples']} test images)"
     )
+    if res.tta:
+        t = res.tta
+        print(
+            f"with TTA ({t['views']}): accuracy {t['accuracy']:.4f}  top-5 {t['top5_accuracy']:.4f}  "
+            f"log-loss {t['log_loss']:.4f}  ECE {t['ece']:.4f}"
+        )
+    c = res.calibration
+    if c and "nll_after" in c:
+        saved = (
+            "saved to config.json"
+            if args.calibrate
+            else (
+                f"saved T={c['saved_temperature']:.4f}"
+                if c.get("saved_temperature")
+                else "not saved (--calibrate saves it)"
+            )
+        )
+        print(
+            f"calibration: temperature {c['temperature']:.4f}; NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}, "
+            f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f} (2-fold cross-fitted); {saved}"
+        )
+    if res.latency:
+        lat = res.latency
+        print(
+            f"latency: {lat['ms_per_image_batch1']:.2f} ms/image at batch 1, {lat['images_per_s']:.0f} images/s "
+            f"at batch {lat['batch_size']} ({lat['device']}, {lat['threads']} threads)"
+        )
     print(format_report(res))
     for name, path in res.artefacts.items():
         print(f"{name}: {path}")

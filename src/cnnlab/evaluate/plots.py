@@ -1,4 +1,5 @@
-"""Matplotlib pictures of a run: training curves and the confusion matrix.
+"""Matplotlib pictures of a run: curves, confusion matrix, per-class bars, reliability diagram,
+top-loss gallery and explanation grids.
 
 Uses the Agg backend so plots work on headless machines and in CI.
 """
@@ -70,6 +71,156 @@ def plot_confusion(
                     fontsize=7,
                     color="white" if shown[i, j] > thresh else "black",
                 )
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_per_class(per_class: dict[str, np.ndarray], classes: list[str], out: str | Path) -> Path:
+    """Grouped bars of precision, recall and F1 per class (the weakest classes stand out)."""
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * n + 2), 4))
+    x = np.arange(n)
+    for i, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, per_class[key], width=0.27, label=key)
+    ax.set_xticks(x, classes, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title("per-class precision, recall and F1")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_reliability(bins, out: str | Path, after=None) -> Path:
+    """Reliability diagram: accuracy against confidence per bin (the diagonal is perfect
+    calibration), bar widths the bins, with the confidence histogram below; ``after`` overlays
+    the diagram after temperature scaling."""
+    fig, (ax, hx) = plt.subplots(
+        2, 1, figsize=(5.5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
+    centers = (bins.edges[:-1] + bins.edges[1:]) / 2
+    width = bins.edges[1] - bins.edges[0]
+    acc = np.nan_to_num(bins.accuracy)
+    ax.bar(centers, acc, width=width * 0.95, color="tab:blue", alpha=0.7, label="accuracy")
+    conf = np.where(bins.counts > 0, bins.confidence, np.nan)
+    ax.bar(centers, np.nan_to_num(conf - acc), bottom=acc, width=width * 0.95, color="tab:red",
+           alpha=0.3, label="gap")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    title = f"reliability (ECE {bins.ece:.4f})"
+    if after is not None:
+        keep = after.counts > 0
+        ax.plot(after.confidence[keep], after.accuracy[keep], "o-", color="tab:green", ms=4,
+                label=f"after temperature (ECE {after.ece:.4f})")  # fmt: skip
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    hx.bar(centers, bins.counts, width=width * 0.95, color="gray")
+    hx.set_xlabel("confidence (top-1 probability)")
+    hx.set_ylabel("samples")
+    hx.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def _show_image(ax, img) -> None:
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_top_losses(
+    images,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    indices: np.ndarray,
+    classes: list[str],
+    out: str | Path,
+) -> Path:
+    """A gallery of the most confident mistakes: each image with predicted / true class and the
+    probabilities of both."""
+    n = len(indices)
+    cols = min(8, max(n, 1))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), indices):
+        ax.axis("on")
+        img = images[int(i)]
+        _show_image(ax, img.numpy() if hasattr(img, "numpy") else img)
+        p, t = int(probs[i].argmax()), int(labels[i])
+        ax.set_title(
+            f"pred {classes[p][:10]} {probs[i, p]:.2f}\ntrue {classes[t][:10]} {probs[i, t]:.2f}",
+            fontsize=7,
+            color="firebrick",
+        )
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("most confident mistakes (top losses)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_explanations(
+    images, rows: dict[str, np.ndarray], titles: list[str], out: str | Path
+) -> Path:
+    """A grid: the images on the first row, then one row of heat-map overlays per method."""
+    from cnnlab.evaluate.explain import overlay
+
+    n = len(images)
+    fig, axes = plt.subplots(
+        1 + len(rows), n, figsize=(1.8 * n + 0.6, 1.9 * (1 + len(rows)) + 0.3), squeeze=False
+    )
+    for j in range(n):
+        img = images[j].numpy() if hasattr(images[j], "numpy") else np.asarray(images[j])
+        _show_image(axes[0, j], img)
+        axes[0, j].set_title(titles[j], fontsize=7)
+        for r, (method, maps) in enumerate(rows.items(), start=1):
+            axes[r, j].imshow(overlay(img, maps[j]))
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+            if j == 0:
+                axes[r, j].set_ylabel(method, fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_curves_compare(runs: dict[str, str | Path], out: str | Path) -> Path:
+    """Test accuracy and test loss per epoch of several runs on shared axes."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, csv_path in runs.items():
+        try:
+            rows = read_metrics(csv_path)
+        except OSError:
+            continue
+        ep = [int(r["epoch"]) for r in rows]
+        for ax, col in ((ax1, "test_acc"), (ax2, "test_loss")):
+            vals = [float(r[col]) if r.get(col) not in (None, "") else np.nan for r in rows]
+            ax.plot(ep, vals, "-o", ms=3, label=name)
+    for ax, t in ((ax1, "test accuracy"), (ax2, "test loss")):
+        ax.set_title(t)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
