@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cnnlab-installed
 DEVSTAMP := $(VENV)/.cnnlab-dev-installed
+DOCSTAMP := $(VENV)/.cnnlab-docs-installed
 DEMO_EPOCHS ?= 12
 
 .PHONY: demo test lint format docs bench clean
@@ -32,6 +33,15 @@ demo: $(STAMP)
 test: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(PY) -m pytest -n 2 -q
+
+$(DOCSTAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	@touch $@ $(DEVSTAMP) $(STAMP)
+
+## docs: build the documentation site offline into site/ (warnings are errors)
+docs: $(DOCSTAMP)
+	$(PY) docs/gen_pages.py
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
