@@ -1,5 +1,6 @@
 """The model zoo. Importing this package registers every family's builders (one module per family)."""
 
+from cnnlab.layers.memory_format import prefers_channels_last, prepare_model
 from cnnlab.models import (  # noqa: F401  (imported for their @register_model side effect)
     alexnet,
     convnext,
@@ -24,5 +25,7 @@ __all__ = [
     "get_model",
     "get_model_builder",
     "list_models",
+    "prefers_channels_last",
+    "prepare_model",
     "register_model",
 ]

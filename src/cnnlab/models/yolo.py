@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss
 
 from cnnlab.errors import DataError
 from cnnlab.layers.conv_bn_act import ConvBNAct
@@ -76,6 +75,8 @@ def non_max_suppression(
     A box is dropped when a higher-scoring box *of the same class* overlaps it with IoU above
     ``iou_thresh``; boxes of different classes never suppress each other.
     """
+    from torchvision.ops import batched_nms  # lazy: keeps `import cnnlab` fast
+
     keep = batched_nms(boxes.float(), scores.float(), labels, iou_thresh)
     return keep[:max_det]
 
@@ -149,6 +150,11 @@ def yolo_loss(
     ``box_weight * mean(1 - GIoU)`` over assigned predictions, objectness BCE averaged separately over
     positives and negatives, and per-class BCE over positives.
     """
+    from torchvision.ops import (  # lazy: keeps `import cnnlab` fast
+        box_iou,
+        generalized_box_iou_loss,
+    )
+
     n, a, gh, gw, d = preds.shape
     num_classes = d - 5
     if len(targets) != n:
