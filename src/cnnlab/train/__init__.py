@@ -1,28 +1,38 @@
-"""Training: configs, the loop, optimizers, schedules, checkpoints and callbacks."""
+"""Training: configs, the loop, optimizers, schedules, checkpoints, transfer learning, callbacks."""
 
-from cnnlab.train.callbacks import Callback, TrainState
+from cnnlab.train.callbacks import Callback, EarlyStopping, TensorBoardLogger, TrainState
 from cnnlab.train.config import (
     DataConfig,
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
+    TransferConfig,
     apply_overrides,
+    list_recipes,
     load_config,
+    load_recipe,
 )
-from cnnlab.train.loop import TrainResult, evaluate, fit
+from cnnlab.train.loop import TrainingDiverged, TrainResult, evaluate, fit, resume_config
 from cnnlab.train.rundir import load_model_from_run
 
 __all__ = [
     "Callback",
     "DataConfig",
+    "EarlyStopping",
     "OptimConfig",
     "ScheduleConfig",
+    "TensorBoardLogger",
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "TrainingDiverged",
+    "TransferConfig",
     "apply_overrides",
     "evaluate",
     "fit",
+    "list_recipes",
     "load_config",
     "load_model_from_run",
+    "load_recipe",
+    "resume_config",
 ]

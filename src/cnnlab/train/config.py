@@ -33,6 +33,10 @@ class DataConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     class_weights: bool = False
+    # Progressive resizing: train at sizes[i] for size_epochs[i] epochs (evaluation stays at the
+    # data's own size). Empty size_epochs splits the epochs evenly, the remainder going to the last.
+    sizes: tuple[int, ...] = ()
+    size_epochs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,23 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """Transfer learning: start from other weights, freeze part of the network, scale LRs by depth.
+
+    ``freeze`` is one of :data:`cnnlab.train.transfer.FREEZE_STRATEGIES` (see that module for the
+    exact parameters each one freezes); ``unfreeze_at`` (epoch, 0 = never) switches to ``none``;
+    ``layer_decay`` < 1 gives each earlier depth unit ``layer_decay`` times the LR of the next.
+    """
+
+    pretrained: str | None = None
+    freeze: str = "none"
+    unfreeze_at: int = 0
+    layer_decay: float = 1.0
+    freeze_bn: bool = False
+    stem: str = "mean"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run."""
 
@@ -85,6 +106,21 @@ class TrainConfig:
     channels_last: bool = False
     threads: int | None = None
     progress: bool = True
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    # Optimisation details.
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    ema_decay: float = 0.0  # weight EMA (evaluated and saved when on); 0 = off
+    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16
+    compile: bool = False  # torch.compile the model
+    # Checkpoints and stopping: `monitor` picks the `best` checkpoint and drives early stopping.
+    monitor: str = "test_acc"
+    patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
+    min_delta: float = 0.0
+    checkpoint: bool = True  # checkpoints/last and best every epoch (needed for --resume)
+    # Logging.
+    tensorboard: bool = False
+    report: bool = True  # write report.html at the end (when cnnlab.evaluate.report exists)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -216,6 +252,8 @@ def _set(obj: Any, parts: list[str], value: Any, full: str) -> Any:
         if is_dataclass(current):
             return replace(obj, **{head: _set(current, parts[1:], value, full)})
         if isinstance(current, dict):
+            if isinstance(value, str):
+                value = parse_value(value)  # --model_kwargs.width 48 means the number 48
             return replace(obj, **{head: {**current, ".".join(parts[1:]): value}})
         raise ConfigError(f"config key '{full}': '{head}' has no sub-keys")
     tp = typing.get_type_hints(type(obj))[head]
@@ -252,3 +290,25 @@ def field_names(cls: type) -> list[str]:
         else:
             out.append(f.name)
     return out
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``cnnlab/configs/*.yaml``."""
+    from importlib import resources
+
+    root = resources.files("cnnlab") / "configs"
+    if not root.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name: str) -> TrainConfig:
+    """The shipped recipe ``name`` (e.g. ``fmnist-fast``) as a :class:`TrainConfig`."""
+    from importlib import resources
+
+    from cnnlab.errors import UnknownNameError
+
+    if name not in list_recipes():
+        raise UnknownNameError("recipe", name, list_recipes())
+    with resources.as_file(resources.files("cnnlab") / "configs" / f"{name}.yaml") as path:
+        return load_config(path)
