@@ -8,7 +8,8 @@ import sys
 NAME = "train"
 HELP = "train a model on a dataset and write runs/<name>/ (weights, config, metrics, plots)"
 EXAMPLE = (
-    "cnnlab train --model simplecnn --data digits --epochs 10   # any config key: --optim.lr 3e-4"
+    "cnnlab train --model simplecnn --data digits --epochs 10   # any config key: --optim.lr 3e-4; "
+    "--recipe fmnist-fast; --resume runs/NAME"
 )
 ACCEPTS_OVERRIDES = True
 
@@ -30,12 +31,37 @@ FLAGS = {
     "name": "name",
     "out_dir": "out_dir",
     "label_smoothing": "label_smoothing",
+    "pretrained": "transfer.pretrained",
+    "freeze": "transfer.freeze",
+    "unfreeze_at": "transfer.unfreeze_at",
+    "layer_decay": "transfer.layer_decay",
+    "sizes": "data.sizes",
+    "size_epochs": "data.size_epochs",
+    "augment": "data.augment",
+    "mixup": "data.mixup_alpha",
+    "cutmix": "data.cutmix_alpha",
+    "patience": "patience",
+    "ema": "ema_decay",
+    "accum_steps": "accum_steps",
+    "grad_clip": "grad_clip",
+    "amp": "amp",
+    "threads": "threads",
 }
+LIST_FLAGS = ("sizes", "size_epochs")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", help="YAML config file (a recipe); flags and --key overrides win over it"
+    )
+    p.add_argument(
+        "--recipe", help="a shipped recipe, e.g. fmnist-fast (see cnnlab/configs/); flags win"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed/stopped run from its checkpoints/last (only --epochs and logging "
+        "options may change)",
     )
     p.add_argument("--model", help="model name (see `cnnlab models`), default simplecnn")
     p.add_argument(
@@ -61,29 +87,79 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="run name (default: <model>-<data>-<time>)")
     p.add_argument("--out-dir", help="parent folder of run directories (default runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    t = p.add_argument_group("transfer learning")
+    t.add_argument("--pretrained", help="weights to start from: .safetensors, .pth or a run dir")
+    t.add_argument(
+        "--freeze",
+        help="none, early (stem + first stage), most (all but the last stage and head), "
+        "all-but-head (feature extraction)",
+    )
+    t.add_argument("--unfreeze-at", type=int, help="epoch at which everything is unfrozen")
+    t.add_argument("--layer-decay", type=float, help="layer-wise LR decay per depth unit, e.g. 0.7")
+    r = p.add_argument_group("regularisation and speed")
+    r.add_argument("--augment", help="batch augmentation spec, e.g. flip,crop:4")
+    r.add_argument("--mixup", type=float, help="Mixup alpha (0 = off)")
+    r.add_argument("--cutmix", type=float, help="CutMix alpha (0 = off)")
+    r.add_argument(
+        "--sizes", help="progressive resizing: training sizes, e.g. 16,22,28 (eval at full size)"
+    )
+    r.add_argument("--size-epochs", help="epochs at each of --sizes, e.g. 2,2,1")
+    r.add_argument("--ema", type=float, help="weight EMA decay, e.g. 0.999 (0 = off)")
+    r.add_argument("--accum-steps", type=int, help="gradient accumulation micro-batches")
+    r.add_argument("--grad-clip", type=float, help="max gradient norm (0 = off)")
+    r.add_argument("--amp", help="mixed precision: auto, off, bf16, fp16")
+    r.add_argument("--patience", type=int, help="early stopping patience in epochs (0 = off)")
+    r.add_argument("--threads", type=int, help="CPU threads for torch")
+    r.add_argument(
+        "--tensorboard", action="store_true", help="write TensorBoard event files in the run dir"
+    )
 
 
 def build_config(args: argparse.Namespace):
     """The resolved TrainConfig from --config, the flags and --key overrides (in that order)."""
-    from cnnlab.train.config import TrainConfig, apply_overrides, load_config
+    from cnnlab.errors import ConfigError
+    from cnnlab.train.config import TrainConfig, apply_overrides, load_config, load_recipe
+    from cnnlab.train.loop import resume_config
 
-    cfg = load_config(args.config) if args.config else TrainConfig()
+    chosen = [f"--{n}" for n in ("config", "recipe", "resume") if getattr(args, n, None)]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} cannot be combined; choose one starting config")
     flags = {
         key: getattr(args, attr)
         for attr, key in FLAGS.items()
         if getattr(args, attr, None) is not None
     }
+    for attr in LIST_FLAGS:
+        key = FLAGS[attr]
+        if key in flags:
+            flags[key] = [v for v in str(flags[key]).replace(" ", "").split(",") if v]
     if args.no_progress:
         flags["progress"] = False
-    cfg = apply_overrides(cfg, flags)
-    return apply_overrides(cfg, dict(getattr(args, "overrides", {}) or {}))
+    if getattr(args, "tensorboard", False):
+        flags["tensorboard"] = True
+    overrides = {**flags, **dict(getattr(args, "overrides", {}) or {})}
+    if getattr(args, "resume", None):
+        return resume_config(args.resume, overrides)
+    if getattr(args, "recipe", None):
+        cfg = load_recipe(args.recipe)
+    else:
+        cfg = load_config(args.config) if args.config else TrainConfig()
+    return apply_overrides(cfg, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from cnnlab.train import fit
+    from cnnlab.train.distributed import cleanup_distributed
 
     cfg = build_config(args)
-    result = fit(cfg)
+    try:
+        result = fit(cfg, resume=getattr(args, "resume", None))
+    finally:
+        cleanup_distributed()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     m = result.metrics
     if m:
         print(
@@ -94,4 +170,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir}")
     print(f"  weights   {result.run_dir / 'model.safetensors'}")
     print(f"  plots     {result.run_dir / 'curves.png'}  {result.run_dir / 'confusion.png'}")
+    print(f"  resume    cnnlab train --resume {result.run_dir} [--epochs N]")
     return 0 if m else 1

@@ -1,0 +1,163 @@
+"""The LR range test (Smith 2015; fastai's ``lr_find``): raise the LR exponentially, watch the loss.
+
+Training starts at ``start_lr`` and multiplies the LR every step until ``end_lr`` or until the
+smoothed loss exceeds ``diverge`` times its minimum. The suggested LR is where the smoothed loss
+falls fastest (the steepest negative slope against log LR, before the minimum), a value that trains
+fast yet stays clear of the divergence edge. Nothing is written to a run directory; the model is
+thrown away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab.data import BatchLoader, DatasetSplits
+from cnnlab.errors import ConfigError
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.loop import (
+    build_model_for_data,
+    build_train_transform,
+    compute_loss,
+    prepare_data,
+    resolve_device,
+    seed_everything,
+)
+from cnnlab.train.optim import build_optimizer
+
+
+@dataclass
+class LRFindResult:
+    """LRs tried, the raw and smoothed losses at each, and the suggested LR."""
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    suggestion: float = math.nan
+    min_loss_lr: float = math.nan
+    diverged: bool = False
+
+
+def suggest_lr(lrs: list[float], smoothed: list[float]) -> float:
+    """The LR of steepest descent of ``smoothed`` over log LR, searched before the minimum."""
+    if len(lrs) < 3:
+        return lrs[0] if lrs else math.nan
+    stop = max(2, min(range(len(smoothed)), key=smoothed.__getitem__) + 1)
+    logs = [math.log10(v) for v in lrs]
+    slopes = [
+        (smoothed[i + 1] - smoothed[i - 1]) / (logs[i + 1] - logs[i - 1])
+        for i in range(1, min(stop, len(lrs) - 1))
+    ]
+    i = min(range(len(slopes)), key=slopes.__getitem__) + 1
+    return lrs[i]
+
+
+def lr_find(
+    cfg: TrainConfig,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    smooth: float = 0.9,
+    diverge: float = 4.0,
+    splits: DatasetSplits | None = None,
+) -> LRFindResult:
+    """Run the LR range test for ``cfg``'s model, data, optimizer and augmentation.
+
+    Example::
+
+        res = lr_find(TrainConfig(model="fastnet", data=DataConfig(name="digits")))
+        print(f"suggested lr {res.suggestion:.2e}")
+    """
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"need 0 < start_lr < end_lr; got {start_lr} and {end_lr}")
+    if num_steps < 5:
+        raise ConfigError(f"num_steps must be at least 5; got {num_steps}")
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    splits = splits or prepare_data(cfg)
+    model = build_model_for_data(cfg, splits.train).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = splits.train.mean_std()
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    loader = BatchLoader(
+        splits.train,
+        cfg.batch_size,
+        mean=mean,
+        std=std,
+        shuffle=True,
+        drop_last=len(splits.train) > cfg.batch_size,
+        seed=cfg.seed,
+        device=device,
+        transform=build_train_transform(cfg, splits.train, generator),
+        channels_last=cfg.channels_last,
+    )
+    opt = build_optimizer(model, cfg.optim)
+    model.train()
+    res, best, avg, epoch = LRFindResult(), math.inf, 0.0, 0
+    batches = iter(loader)
+    for i in range(num_steps):
+        lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
+        for g in opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            epoch += 1
+            loader.set_epoch(epoch)
+            batches = iter(loader)
+            x, y = next(batches)
+        loss = compute_loss(model(x), y, model, cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            res.diverged = True
+            break
+        avg = smooth * avg + (1 - smooth) * value
+        debiased = avg / (1 - smooth ** (i + 1))
+        res.lrs.append(lr)
+        res.losses.append(value)
+        res.smoothed.append(debiased)
+        best = min(best, debiased)
+        if i > 5 and debiased > diverge * best:
+            res.diverged = True
+            break
+    if res.lrs:
+        res.suggestion = suggest_lr(res.lrs, res.smoothed)
+        res.min_loss_lr = res.lrs[min(range(len(res.smoothed)), key=res.smoothed.__getitem__)]
+    return res
+
+
+def plot_lr_find(res: LRFindResult, path: str | Path) -> Path:
+    """Loss against LR (log scale) with the suggestion marked, saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(res.lrs, res.losses, alpha=0.3, label="loss")
+    ax.plot(res.lrs, res.smoothed, label="smoothed loss")
+    if math.isfinite(res.suggestion):
+        ax.axvline(res.suggestion, color="red", ls="--", label=f"suggested {res.suggestion:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    top = min(max(res.smoothed[: max(1, len(res.smoothed) // 10)] or [1.0]) * 1.5, max(res.losses))
+    ax.set_ylim(min(res.smoothed) * 0.9 if res.smoothed else 0, top)
+    ax.legend()
+    ax.set_title("LR range test")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
