@@ -7,6 +7,8 @@ this model has (tested).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -113,7 +115,8 @@ class FastBNNet(ClassifierMixin, nn.Module):
     ):
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
-        self.default_cfg = MNIST_CFG.for_chans(in_chans)
+        # Global average pooling makes any size from 8 px work, which progressive resizing relies on.
+        self.default_cfg = replace(MNIST_CFG, min_size=8).for_chans(in_chans)
         w = width
 
         def cbr(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:

@@ -111,7 +111,9 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     ema_decay: float = 0.0  # weight EMA (evaluated and saved when on); 0 = off
-    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16
+    amp: str = (
+        "auto"  # auto (bf16/fp16 on CUDA, off on CPU), fastest (CPU: measured), off, bf16, fp16
+    )
     compile: bool = False  # torch.compile the model
     # Checkpoints and stopping: `monitor` picks the `best` checkpoint and drives early stopping.
     monitor: str = "test_acc"

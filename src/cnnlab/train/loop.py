@@ -65,7 +65,7 @@ from cnnlab.train.schedules import PlateauTracker, lr_factor
 from cnnlab.train.transfer import FREEZE_STRATEGIES, apply_freeze, layer_lr_scales, set_norm_eval
 
 DEVICES = ("auto", "cpu", "cuda")
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+AMP_CHOICES = ("auto", "fastest", "off", "bf16", "fp16")
 MONITORS = ("test_acc", "test_loss", "train_acc", "train_loss")
 SUMMARY_FILE = "summary.json"
 
@@ -185,15 +185,33 @@ class TrainingDiverged(RunError):
     """The loss became NaN or infinite; the run directory keeps the last good epoch."""
 
 
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: ``auto`` is bf16 (fp16 on GPUs without bf16) on CUDA and off on CPU,
-    where neither was faster than float32 for these convolutions (measured: see BENCHMARKS.md)."""
+def amp_dtype(
+    cfg: TrainConfig,
+    device: torch.device,
+    model: nn.Module | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int = 10,
+) -> torch.dtype | None:
+    """The autocast dtype. ``auto`` and ``fastest`` are bf16 (fp16 on GPUs without bf16) on CUDA.
+    On a CPU ``auto`` is float32 (deterministic and never slower than expected), while ``fastest``
+    times a few training steps of this model in float32 and bf16 and picks bf16 only when it is
+    clearly faster (native-bf16 CPUs) — CPUs differ too much to assume either way."""
     choice = cfg.amp.lower()
     if choice not in AMP_CHOICES:
         raise UnknownNameError("amp mode", cfg.amp, AMP_CHOICES)
-    if choice == "off" or (choice == "auto" and device.type != "cuda"):
+    if choice == "off":
         return None
-    if choice == "auto":
+    if choice in ("auto", "fastest") and device.type != "cuda":
+        if choice == "auto" or model is None or input_shape is None:
+            return None
+        from cnnlab.train.amp_probe import bf16_faster_on_cpu
+
+        return (
+            torch.bfloat16
+            if bf16_faster_on_cpu(model, input_shape, num_classes, min(cfg.batch_size, 128))
+            else None
+        )
+    if choice in ("auto", "fastest"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if choice == "bf16" else torch.float16
 
@@ -650,7 +668,16 @@ def fit(
         layer_lr_scales(inner, cfg.transfer.layer_decay) if cfg.transfer.layer_decay < 1 else None
     )
     optimizer = build_optimizer(inner, cfg.optim, lr_scales=scales)
-    dtype = amp_dtype(cfg, device)
+    first_size = size_for_epoch(cfg.data, 0, cfg.epochs)
+    probe_shape = (
+        (train_ds.image_shape[0], first_size, first_size) if first_size else train_ds.image_shape
+    )
+    dtype = amp_dtype(cfg, device, inner, probe_shape, train_ds.num_classes)
+    if cfg.amp.lower() == "fastest" and device.type == "cpu" and info.is_main:
+        print(
+            f"amp fastest: measured {'bf16' if dtype else 'float32'} faster for this model on this CPU",
+            file=sys.stderr,
+        )
     tools = StepTools(
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         amp=dtype,
