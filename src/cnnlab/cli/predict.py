@@ -11,11 +11,17 @@ from pathlib import Path
 
 NAME = "predict"
 HELP = "predict the class of image files, folders or globs with a trained run"
-EXAMPLE = "cnnlab predict --run runs/simplecnn-digits img1.png img2.png --top-k 3"
+EXAMPLE = "cnnlab predict --run runs/simplecnn-digits img1.png img2.png --top-k 3 --backend auto"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory written by `cnnlab train`")
+    p.add_argument(
+        "--run",
+        "--model",
+        dest="run",
+        required=True,
+        help="run directory written by `cnnlab train`, or an exported .onnx / TorchScript file",
+    )
     p.add_argument(
         "images", nargs="+", help="image files, folders (searched recursively) or glob patterns"
     )
@@ -23,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--backend",
+        default="torch",
+        help="torch, channels_last, jit, onnx, int8, or auto (measure here, keep the fastest)",
+    )
 
 
 def expand_inputs(items: list[str]) -> list[str]:
@@ -44,7 +55,7 @@ def expand_inputs(items: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.deploy.predictor import PredictionError, load
 
-    predictor = load(args.run, device=args.device, batch_size=args.batch_size)
+    predictor = load(args.run, device=args.device, batch_size=args.batch_size, backend=args.backend)
     paths = expand_inputs(args.images)
     if not paths:
         print("cnnlab predict: error: no image files matched", file=sys.stderr)

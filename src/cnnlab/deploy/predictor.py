@@ -3,12 +3,20 @@
 ``cnnlab.load("runs/x")`` rebuilds the model from the run directory alone (safetensors weights and
 ``config.json``; nothing is unpickled) and ``.predict(...)`` takes file paths, PIL images, numpy
 arrays or tensors, preprocesses them exactly as in training, and returns class names with
-probabilities, batched.
+probabilities, batched. ``cnnlab.load("model.onnx")`` (or an exported TorchScript file) does the
+same from the preprocessing and class names stored inside the exported file.
+
+The forward pass runs on a backend (:mod:`cnnlab.deploy.backends`): PyTorch eager by default,
+channels_last, traced-and-frozen, ONNX Runtime or int8 — or ``backend="auto"``, which measures the
+candidates on this machine and keeps the fastest (``predictor.backend_choice`` records the timings).
+When the run was calibrated (``config.json`` ``"calibration": {"temperature": T}``), logits are
+divided by ``T`` before the softmax: the probabilities change, the predicted classes never do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,14 +81,24 @@ class Predictor:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         config: dict | None = None,
+        backend: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        self.model = model.eval().to(self.device) if model is not None else None
         self.classes = list(classes)
         self.input_size = tuple(int(v) for v in input_size)
         self.mean, self.std = tuple(mean), tuple(std)
         self.batch_size = batch_size
         self.config = config or {}
+        if backend is None and self.model is None:
+            raise ValueError("a Predictor needs a model or a backend")
+        self.backend = backend
+        self.backend_name = getattr(backend, "name", "torch")
+        self.backend_choice: Any = None  # set by load(backend="auto"): the measured timings
+        temp = (self.config.get("calibration") or {}).get("temperature")
+        self.temperature = float(temp) if temp else 1.0
+        if not self.temperature > 0:
+            raise RunError(f"calibration temperature must be positive; got {temp}")
 
     @property
     def channels(self) -> int:
@@ -99,7 +117,11 @@ class Predictor:
                 raise DataError(f"{image}: not a readable image ({exc})") from None
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB" if c == 3 else "L"))
-        t = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+        if not isinstance(image, torch.Tensor):
+            arr = np.asarray(image)
+            t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
+        else:
+            t = image
         if t.dim() == 2:
             t = t.unsqueeze(0)
         elif t.dim() == 3 and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
@@ -146,8 +168,16 @@ class Predictor:
                 self.preprocess(items[i : i + self.batch_size])
                 for i in range(0, len(items), self.batch_size)
             ]
-        out = [F.softmax(self.model(b.to(self.device)).float(), dim=1).cpu() for b in batches]
+        out = [F.softmax(self.logits(b) / self.temperature, dim=1).cpu() for b in batches]
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw logits (N, num_classes) for a normalised float batch, from the chosen backend."""
+        if self.backend is not None:
+            return self.backend(x).float().cpu()
+        out = self.model(x.to(self.device))
+        return (out[0] if isinstance(out, (tuple, list)) else out).float().cpu()
 
     def predict(self, images: Sequence[Any] | torch.Tensor, top_k: int = 1) -> list[Prediction]:
         """Predictions for ``images`` (paths, PIL images, arrays or tensors), in order."""
@@ -192,28 +222,95 @@ class Predictor:
         return Prediction(top[0][0], int(idx[0]), top[0][1], top, source)
 
 
-def load(path: str | Path, device: str = "cpu", batch_size: int = 64) -> Predictor:
-    """A :class:`Predictor` from a run directory (``runs/x``).
+EXPORTED_SUFFIXES = (".onnx", ".pt", ".pth", ".ts", ".torchscript", ".jit")
+
+
+def load(
+    path: str | Path,
+    device: str = "cpu",
+    batch_size: int = 64,
+    *,
+    backend: str = "torch",
+    threads: int | None = None,
+) -> Predictor:
+    """A :class:`Predictor` from a run directory (``runs/x``) or an exported ``.onnx`` /
+    TorchScript file (made by ``cnnlab export``; its metadata holds classes and preprocessing).
+
+    ``backend`` (run directories): ``torch`` (eager), ``channels_last``, ``jit`` (traced and
+    frozen), ``onnx`` (ONNX Runtime, exported in memory), ``int8`` (static quantisation calibrated
+    on the run's training images) or ``auto`` (measures torch/channels_last/jit/onnx here and keeps
+    the fastest; see ``predictor.backend_choice``). TorchScript files hold code as well as weights:
+    load only ones you made; ``.onnx`` and run directories are loaded without unpickling.
 
     Example::
 
         import cnnlab
-        p = cnnlab.load("runs/simplecnn-digits")
+        p = cnnlab.load("runs/simplecnn-digits", backend="auto")
         for pred in p.predict(["a.png", "b.png"], top_k=3):
             print(pred.label, pred.probability)
     """
-    from cnnlab.train.rundir import load_model_from_run
+    from cnnlab.deploy.backends import BACKENDS
 
     path = Path(path)
+    if backend not in BACKENDS:
+        from cnnlab.errors import UnknownNameError
+
+        raise UnknownNameError("backend", backend, BACKENDS)
     if not path.exists():
-        raise RunError(f"{path} does not exist; pass a run directory such as runs/<name>")
-    if not path.is_dir():
-        raise RunError(f"{path} is not a run directory")
+        raise RunError(
+            f"{path} does not exist; pass a run directory such as runs/<name> or an exported "
+            ".onnx / TorchScript file"
+        )
+    if path.is_file():
+        return _load_exported(path, batch_size, backend, threads)
+    return _load_run(path, device, batch_size, backend, threads)
+
+
+def _load_exported(path: Path, batch_size: int, backend: str, threads: int | None) -> Predictor:
+    from cnnlab.deploy.backends import OnnxBackend, TorchBackend
+    from cnnlab.deploy.export import read_metadata
+
+    if path.suffix.lower() not in EXPORTED_SUFFIXES:
+        raise RunError(
+            f"{path} is not a run directory or an exported model ({', '.join(EXPORTED_SUFFIXES)})"
+        )
+    meta = read_metadata(path)
+    if path.suffix.lower() == ".onnx":
+        runner: Any = OnnxBackend(path, "int8" if meta.get("int8") else "onnx", threads)
+    else:
+        if backend not in ("torch", "auto"):
+            raise RunError(f"{path} is TorchScript; it runs on the torch backend only")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.load's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu")
+        runner = TorchBackend(module, "torch")
+        runner.name = "torchscript"
+    return Predictor(
+        None,  # type: ignore[arg-type]
+        meta["classes"],
+        meta["input_size"],
+        meta["mean"],
+        meta["std"],
+        batch_size=batch_size,
+        config=meta,
+        backend=runner,
+    )
+
+
+def _load_run(
+    path: Path, device: str, batch_size: int, backend: str, threads: int | None
+) -> Predictor:
+    from cnnlab.train.rundir import load_model_from_run
+
     model, cfg = load_model_from_run(path)
     for key in ("classes", "input_size", "mean", "std"):
         if key not in cfg:
             raise RunError(f"{path / 'config.json'} lacks '{key}'")
-    return Predictor(
+    runner = None
+    choice = None
+    if backend != "torch":
+        runner, choice = _build_backend(model, cfg, backend, threads)
+    p = Predictor(
         model,
         cfg["classes"],
         cfg["input_size"],
@@ -222,4 +319,31 @@ def load(path: str | Path, device: str = "cpu", batch_size: int = 64) -> Predict
         device=device,
         batch_size=batch_size,
         config=cfg,
+        backend=runner,
     )
+    p.backend_choice = choice
+    return p
+
+
+def _build_backend(model: torch.nn.Module, cfg: dict, backend: str, threads: int | None):
+    from cnnlab.deploy.backends import AUTO_CANDIDATES, make_backend, pick_fastest
+
+    size = tuple(cfg["input_size"])
+    if backend == "auto":
+        cands = [make_backend(n, model, size, threads=threads) for n in AUTO_CANDIDATES]
+        choice = pick_fastest(cands, torch.zeros(1, *size))
+        return choice.backend, choice
+    calib = None
+    if backend == "int8":
+        from cnnlab.data import normalize_batch
+        from cnnlab.deploy.export import load_run_splits
+
+        splits = load_run_splits(cfg)
+        if splits is None:
+            raise RunError(
+                "the int8 backend calibrates on the run's training images, which could not be loaded"
+            )
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randperm(len(splits.train), generator=g)[:256]
+        calib = normalize_batch(splits.train.images[idx], cfg["mean"], cfg["std"]).numpy()
+    return make_backend(backend, model, size, calibration=calib, threads=threads), None
