@@ -1,0 +1,100 @@
+"""`cnnlab export`, `cnnlab bench` and `cnnlab predict --backend` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+def test_export_onnx_prints_parity_table(digits_run, tmp_path):
+    out = tmp_path / "m.onnx"
+    res = run_cli(
+        "export", "--run", str(digits_run), "--format", "onnx", "-o", str(out), "--fold-bn"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "max |diff|" in res.stdout and " ok " in res.stdout and out.stat().st_size > 0
+    assert "test images of digits" in res.stdout
+
+
+@pytest.mark.slow
+def test_export_int8_reports_accuracy_drop(digits_run, tmp_path):
+    res = run_cli(
+        "export", "--run", str(digits_run), "-o", str(tmp_path / "m.onnx"), "--int8", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["int8"]["accuracy_drop"] <= 1.0
+    assert (tmp_path / "m.int8.onnx").exists()
+
+
+def test_export_failed_check_fails_the_command(digits_run, tmp_path):
+    # an impossible tolerance: the check must fail and say so, in one line, with exit code 1
+    res = run_cli(
+        "export",
+        "--run",
+        str(digits_run),
+        "-o",
+        str(tmp_path / "m.onnx"),
+        "--atol",
+        "-1",
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith("cnnlab export: error: export check failed")
+    assert "Traceback" not in res.stderr
+
+
+def test_export_torchscript_then_predict_with_it(digits_run, tmp_path):
+    ts = tmp_path / "m.torchscript.pt"
+    assert (
+        run_cli(
+            "export", "--run", str(digits_run), "--format", "torchscript", "-o", str(ts)
+        ).returncode
+        == 0
+    )
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(img)
+    a = run_cli("predict", "--model", str(ts), str(img), "--format", "json")
+    b = run_cli(
+        "predict", "--run", str(digits_run), str(img), "--format", "json", "--backend", "onnx"
+    )
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    pa, pb = json.loads(a.stdout)[0], json.loads(b.stdout)[0]
+    assert pa["label"] == pb["label"] and abs(pa["probability"] - pb["probability"]) < 1e-5
+
+
+def test_bench_prints_a_table_of_measurements():
+    res = run_cli(
+        "bench", "simplecnn", "--backend", "torch,onnx", "--batch", "1,4", "--rounds", "2"
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["backend", "batch", "size"] and "MACs" in lines[0]
+    rows = [ln.split() for ln in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("torch", "1"),
+        ("onnx", "1"),
+        ("torch", "4"),
+        ("onnx", "4"),
+    ]
+    for r in rows:
+        p50, p90, p99, ips = map(float, r[3:7])
+        assert 0 < p50 <= p90 <= p99 and ips > 0
+        assert r[7] == "421,642"  # the course SimpleCNN's real parameter count
+
+
+def test_bench_unknown_backend_is_one_line(tmp_path):
+    res = run_cli("bench", "simplecnn", "--backend", "tensorrt")
+    assert res.returncode == 2 and "unknown backend 'tensorrt'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_serve_refuses_torchscript(tmp_path):
+    f = tmp_path / "m.torchscript.pt"
+    f.write_bytes(b"x")
+    res = run_cli("serve", "--model", str(f))
+    assert res.returncode == 2 and "onnx" in res.stderr and "Traceback" not in res.stderr
