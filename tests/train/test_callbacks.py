@@ -126,7 +126,12 @@ def test_sizes_below_the_models_minimum_fail_before_training(tmp_path, digits_sm
     from cnnlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"needs inputs of at least 28x28; drop 16"):
-        fit(tiny_cfg(tmp_path, data={"sizes": [16, 28]}), splits=digits_small)
+        fit(
+            tiny_cfg(tmp_path, model="simplecnn", model_kwargs={}, data={"sizes": [16, 28]}),
+            splits=digits_small,
+        )
+    with pytest.raises(ConfigError, match=r"needs inputs of at least 8x8; drop 6"):
+        fit(tiny_cfg(tmp_path, data={"sizes": [6, 28]}), splits=digits_small)
 
 
 def test_class_weights_are_inverse_frequency(tmp_path, digits_small):

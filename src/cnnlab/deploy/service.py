@@ -65,6 +65,8 @@ class HTTPError(Exception):
 
 
 class QueueFullError(HTTPError):
+    """503: the micro-batching queue is full; clients should retry later."""
+
     def __init__(self) -> None:
         super().__init__(503, "server busy: the request queue is full, retry later", "queue_full")
 

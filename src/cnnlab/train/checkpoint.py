@@ -90,6 +90,7 @@ def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, 
 
 
 def has_checkpoint(run_dir: Path, tag: str = "last") -> bool:
+    """True when every file of checkpoint ``tag`` (weights and state) exists in ``run_dir``."""
     return all(p.exists() for p in checkpoint_paths(run_dir, tag))
 
 

@@ -64,6 +64,7 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Destroy the process group if one was initialised (safe to call in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -109,5 +110,6 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
