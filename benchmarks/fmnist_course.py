@@ -27,7 +27,7 @@ from _report import machine_line, write_section  # noqa: E402
 
 from cnnlab.data import load_dataset  # noqa: E402
 from cnnlab.models import get_model  # noqa: E402
-from cnnlab.train import TrainConfig, fit  # noqa: E402
+from cnnlab.train import DataConfig, TrainConfig, fit  # noqa: E402
 
 
 class CourseDataset(Dataset):
@@ -94,16 +94,19 @@ def main() -> None:
 
     splits = load_dataset("fashion-mnist", data_dir=args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(
+            model="simplecnn",
+            data=DataConfig(name="fashion-mnist", data_dir=args.data_dir),
+            epochs=args.epochs,
+            batch_size=64,
+            seed=args.seed,
+            out_dir=tmp,
+            name="bench",
+            progress=False,
+            report=False,
+        )
         res = fit(
-            TrainConfig(
-                model="simplecnn",
-                epochs=args.epochs,
-                batch_size=64,
-                seed=args.seed,
-                out_dir=tmp,
-                name="bench",
-                progress=False,
-            ),
+            cfg,
             splits=splits,
         )
         ours = res.history
