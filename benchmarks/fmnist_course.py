@@ -13,71 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_line, write_section  # noqa: E402
+from time_to_accuracy import course_recipe  # noqa: E402  (the course loop, shared)
 
 from cnnlab.data import load_dataset  # noqa: E402
-from cnnlab.models import get_model  # noqa: E402
 from cnnlab.train import DataConfig, TrainConfig, fit  # noqa: E402
-
-
-class CourseDataset(Dataset):
-    """What torchvision.datasets.FashionMNIST does per item: a PIL image, then the transforms."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.images, self.labels, self.transform = images.numpy(), labels.tolist(), transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i, 0], mode="L")), self.labels[i]
-
-
-def course_recipe(splits, epochs: int, seed: int) -> list[dict]:
-    """The course's loop, verbatim in spirit: per-image transforms, DataLoader, Adam 1e-3, batch 64."""
-    torch.manual_seed(seed)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    train = DataLoader(
-        CourseDataset(splits.train.images, splits.train.labels, tf), batch_size=64, shuffle=True
-    )
-    test = DataLoader(CourseDataset(splits.test.images, splits.test.labels, tf), batch_size=1000)
-    model = get_model("simplecnn")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    rows, elapsed = [], 0.0
-    for epoch in range(epochs):
-        model.train()
-        t0 = time.perf_counter()
-        for x, y in train:
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-        dt = time.perf_counter() - t0
-        elapsed += dt
-        model.eval()
-        correct = 0
-        with torch.no_grad():
-            for x, y in test:
-                correct += (model(x).argmax(1) == y).sum().item()
-        rows.append(
-            {
-                "epoch": epoch + 1,
-                "epoch_s": dt,
-                "elapsed_s": elapsed,
-                "test_acc": correct / len(test.dataset),
-            }
-        )
-        print(f"course  epoch {epoch + 1}: {dt:.1f}s  acc {rows[-1]['test_acc']:.4f}", flush=True)
-    return rows
 
 
 def main() -> None:
@@ -115,6 +58,8 @@ def main() -> None:
             f"cnnlab  epoch {r['epoch']}: {r['epoch_s']:.1f}s  acc {r['test_acc']:.4f}", flush=True
         )
     course = course_recipe(splits, args.epochs, args.seed)
+    for prev, row in zip([{"elapsed_s": 0.0}, *course], course):
+        row["epoch_s"] = row["elapsed_s"] - prev["elapsed_s"]
 
     def spe(rows):
         return sum(r["epoch_s"] for r in rows) / len(rows)
