@@ -16,19 +16,49 @@ import torch
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
-def machine_line() -> str:
-    """One line describing where the figures were measured."""
-    cpu = platform.processor() or platform.machine()
+def _cpuinfo() -> tuple[str, set[str]]:
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return cpu, flags
+
+
+def cpu_isa() -> str:
+    """The vector extensions that decide which kernels are fast here (they differ per machine)."""
+    _, flags = _cpuinfo()
+    named = [
+        ("avx512f", "AVX-512"),
+        ("avx512_vnni", "VNNI"),
+        ("avx512_bf16", "AVX512-BF16"),
+        ("amx_bf16", "AMX"),
+    ]
+    have = [label for flag, label in named if flag in flags]
+    if have:
+        return "+".join(have)
+    return "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def load_average() -> str:
+    """The 1-minute load average now: how shared the CPU was while measuring."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
+
+
+def machine_line() -> str:
+    """One line describing where the figures were measured (CPU, ISA, threads, load)."""
+    cpu, _ = _cpuinfo()
     return (
-        f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__}; "
-        f"{torch.get_num_threads()} threads; CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+        f"{cpu} ({cpu_isa()}); {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"{torch.get_num_threads()} threads; CUDA {'yes' if torch.cuda.is_available() else 'no'}; "
+        f"load average {load_average()} when written"
     )
 
 

@@ -18,7 +18,6 @@ Run:  python benchmarks/data.py            (about 10 minutes on 2 busy cores)
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -293,17 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     parts.append(md)
     cmd = "python benchmarks/data.py" + (" --quick" if a.quick else "")
     cmd += f" --threads {a.threads}" if a.threads != 1 else ""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = (
         "## data: input pipeline throughput\n\n"
-        f"Reproduce: `{cmd}`  \nMachine: {machine_line()}; load average {load:.1f} when finished.\n\n"
-        "The CPU was shared with other jobs while measuring: variants run interleaved, one pass "
-        "each per round, and the tables give medians, so contention hits every variant alike; "
-        "absolute numbers vary run to run, the ratios much less. torch runs with "
-        f"{a.threads} thread(s) in the main process (DataLoader workers always use 1): on this "
-        "oversubscribed 2-core machine a second OpenMP thread made every batch op about 10x slower "
-        "(cnnlab crop+flip: 86,700 images/s with 1 thread, 7,500 with 2, same run).\n\n"
-        + "\n".join(parts)
+        f"Reproduce: `{cmd}`  \nMachine: {machine_line()}.\n\n"
+        "Variants run interleaved, one pass each per round, and the tables give medians, so any "
+        "contention on the shared CPU hits every variant alike; absolute numbers vary run to run, "
+        f"the ratios much less. torch runs with {a.threads} thread(s) in the main process "
+        "(DataLoader workers always use 1): on an oversubscribed 2-core machine a second OpenMP "
+        "thread made every batch op about 10x slower (cnnlab crop+flip: 86,700 images/s with 1 "
+        "thread, 7,500 with 2, same run).\n\n" + "\n".join(parts)
     )
     print(text)
     if not a.no_write:

@@ -88,7 +88,7 @@ def main() -> None:
         "torchvision models, random weights, batch 1, 3x224x224. GMACs: torchvision's published",
         "`meta['_ops']`, `cnnlab.inspect.count_macs`, `FlopCounterMode` FLOPs / 2. Times are medians of",
         f"{args.reps} interleaved repetitions (cnnlab, FlopCounterMode, plain forward, rotated) on a",
-        "CPU shared with other engineers' jobs; compare the ratios, not the absolute times.",
+        "possibly shared CPU (load average above); compare the ratios, not the absolute times.",
         "",
         "| model | published | cnnlab | FlopCounterMode | cnnlab / plain forward | cnnlab / FlopCounterMode |",
         "|---|---:|---:|---:|---:|---:|",
@@ -106,7 +106,7 @@ def main() -> None:
         "the regular path (its function mode disables the fast path) and also counts the CPU attention",
         "kernel `_scaled_dot_product_flash_attention_for_cpu`, which PyTorch's registry lacks.",
         "",
-        "Timing caveat: on a loaded shared CPU with few repetitions the timing ratios are noisy;",
+        "Timing caveat: on a loaded CPU with few repetitions the timing ratios are noisy;",
         "ratios below 1x (trace faster than a plain forward) mean noise dominated that run.",
     ]
     write_section("inspect_macs", "\n".join(lines))

@@ -175,8 +175,7 @@ def main() -> None:
         "",
         f"![transfer](benchmarks/results/{PLOT.name})",
         "",
-        "Test accuracy on classes 5-9. The CPU was shared with other engineers' jobs; accuracies "
-        "do not depend on that, and the run times (not shown) do.",
+        "Test accuracy on classes 5-9 (accuracies do not depend on CPU load; run times, not shown, do).",
     ]
     _plot(results, sizes)
     print("\n".join(md))

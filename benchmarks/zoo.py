@@ -123,8 +123,8 @@ def render(rows: list[dict], missing: list[str], args, command: str) -> str:
         "speed (> 1: cnnlab faster). `cnnlab` = as configured (`NHWC` where "
         '`default_cfg.extra["channels_last"]` is set, measured below); `nchw`/`nhwc` = cnnlab '
         "forced to each memory format. Medians of "
-        f"{args.reps} interleaved repetitions (tv, nchw, nhwc rotated each time) on a CPU shared "
-        "with other work, so contention hits all variants alike; ratios within ~±5 % are noise.",
+        f"{args.reps} interleaved repetitions (tv, nchw, nhwc rotated each time), so any contention "
+        "(load average above) hits all variants alike; ratios within ~±5 % are noise.",
         "",
         "| model | px | layout | train img/s tv | train img/s cnnlab | **train ratio** | "
         "train nchw / nhwc ratio | infer ms tv | infer ms cnnlab | **infer ratio** | "
