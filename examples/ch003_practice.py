@@ -251,7 +251,7 @@ def pipeline(args) -> dict:
     runs = args.out / "runs"
     main_run = runs / "ch003-pipeline"
     if args.fast:
-        # Progressive resizing 28 -> 32 (fastnet needs at least 28x28): cheap epochs first.
+        # Progressive resizing 28 -> 32: cheap epochs first.
         train = ["--model", "fastnet", "--epochs", 2, "--augment", "crop:2", "--mixup", 0.2]
         train += ["--image-size", 32, "--sizes", "28,32", "--size-epochs", "1,1"]
     elif dataset == "fashion-mnist" and has_option("train", "--recipe"):

@@ -48,3 +48,24 @@ def test_simplecnn_overfits_two_batches() -> None:
     with torch.no_grad():
         losses = [F.cross_entropy(model(x), y).item() for x, y in batches]
     assert max(losses) < 0.02, losses
+
+
+@pytest.mark.parametrize("head_pool", [1, 3])
+def test_fastnet_head_pool_parameters_and_sizes(head_pool: int) -> None:
+    w = 32
+    convs = 1 * w * 9 + w * 2 * w * 9 + 2 * w * 4 * w * 9
+    bns = 2 * (w + 2 * w + 4 * w)
+    fc = 4 * w * head_pool**2 * 10 + 10
+    model = get_model("fastnet", num_classes=10, width=w, head_pool=head_pool).eval()
+    assert _num_params(model) == convs + bns + fc
+    assert model.num_features == 4 * w * head_pool**2
+    with torch.no_grad():  # down to the 8 px progressive resizing starts from
+        for size in (8, 16, 28, 40):
+            assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
+        feats = model.forward_head(model.forward_features(torch.randn(2, 1, 28, 28)), True)
+    assert feats.shape == (2, model.num_features)
+
+
+def test_fastnet_rejects_a_zero_head_pool() -> None:
+    with pytest.raises(ValueError, match="head_pool"):
+        get_model("fastnet", head_pool=0)

@@ -33,6 +33,9 @@ def test_amp_modes_on_cpu():
     assert amp_dtype(TrainConfig(amp="auto"), CPU, model, (1, 28, 28), 10) is None
     assert amp_dtype(TrainConfig(amp="off"), CPU) is None
     assert amp_dtype(TrainConfig(amp="bf16"), CPU) is torch.bfloat16
-    assert amp_dtype(TrainConfig(amp="fastest"), CPU, model, (1, 28, 28), 10) in (None, torch.bfloat16)
+    assert amp_dtype(TrainConfig(amp="fastest"), CPU, model, (1, 28, 28), 10) in (
+        None,
+        torch.bfloat16,
+    )
     with pytest.raises(UnknownNameError, match="fastest"):
         amp_dtype(TrainConfig(amp="bf17"), CPU)

@@ -105,13 +105,21 @@ class FastBNNet(ClassifierMixin, nn.Module):
     """A small BatchNorm network built for time-to-accuracy on 28x28 grayscale data.
 
     A stride-2 first convolution quarters the work of every later layer; three conv-BN-ReLU stages
-    and global average pooling keep it at ~100 k parameters. ``width`` scales all channel counts.
+    keep it at ~100 k parameters. ``width`` scales all channel counts. ``head_pool`` is the side of
+    the grid the last feature map is average-pooled to before the linear classifier: 1 is global
+    average pooling; 3 keeps the 3x3 layout a 28x28 input ends with (where on a garment a feature
+    fired), which is worth about a point on Fashion-MNIST for 10 k more parameters.
     """
 
     classifier_name = "fc"
 
     def __init__(
-        self, num_classes: int = 10, in_chans: int = 1, width: int = 32, dropout: float = 0.0
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        width: int = 32,
+        dropout: float = 0.0,
+        head_pool: int = 1,
     ):
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
@@ -133,10 +141,12 @@ class FastBNNet(ClassifierMixin, nn.Module):
             *cbr(2 * w, 4 * w),
             nn.MaxPool2d(2),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if head_pool < 1:
+            raise ValueError(f"head_pool must be >= 1, got {head_pool}")
+        self.pool = nn.AdaptiveAvgPool2d(head_pool)
         self.dropout = nn.Dropout(dropout)
-        self.num_features = 4 * w
-        self.fc = nn.Linear(4 * w, num_classes)
+        self.num_features = 4 * w * head_pool * head_pool
+        self.fc = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
