@@ -58,6 +58,22 @@ class _Reader:
         pass
 
 
+def _pre_process(src: Path, dst: Path) -> Path:
+    """ORT's quantisation pre-processing (graph optimisation + shape inference), or ``src``.
+
+    The exported graph carries Identity nodes and unfolded constants between Conv and Relu; left
+    in, they keep ORT from fusing the QDQ pairs into integer kernels, and the int8 model ran slower
+    than fp32 (resnet18 at 224, 2 threads: 20.6 ms int8 vs 17.7 ms fp32; pre-processed: 8.9 ms).
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    except Exception:  # noqa: BLE001 - an optimisation only: quantise the graph as exported
+        return src
+    return dst
+
+
 def quantize_onnx(
     model: bytes | str | Path,
     calibration: np.ndarray | torch.Tensor,
@@ -94,6 +110,7 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(src))
+        src = _pre_process(src, Path(tmp) / "pre.onnx")
         quantize_static(
             str(src),
             str(dst),
