@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -43,6 +45,32 @@ def test_resized_crop_identity_box_and_region(batch):
     box = torch.tensor([[2, 3, 5, 4]] * 6)
     out = ops.resized_crop(batch, box, (5, 4))
     assert torch.allclose(out, batch[:, :, 2:7, 3:7].float(), atol=1e-4)
+
+
+def test_resized_crop_matches_torchvision_and_roi_align_with_flip():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (5, 3, 40, 36), dtype=torch.uint8, generator=g)
+    boxes = torch.tensor(
+        [[0, 0, 40, 36], [3, 5, 20, 17], [10, 0, 30, 36], [0, 20, 9, 16], [7, 7, 25, 25]]
+    )
+    flip = torch.tensor([False, True, False, True, True])
+    size = (32, 30)  # no box is twice the output size: the grid_sample path
+    out = ops.resized_crop(x, boxes, size)
+    flipped = ops.resized_crop(x, boxes, size, flip=flip)
+    from torchvision.ops import roi_align
+
+    b = boxes.float()
+    rois = torch.cat([torch.arange(5.0)[:, None], b[:, [1, 0]], b[:, [1, 0]] + b[:, [3, 2]]], 1)
+    ref_roi = roi_align(x.float(), rois, size, 1.0, 1, True)
+    assert torch.allclose(out, ref_roi, atol=1e-3)
+    # torchvision crops first, so within half a source pixel of the crop's edge it clamps to the
+    # crop's own border pixels where we (like roi_align) read the real neighbours: compare inside.
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        ref = TF.resized_crop(x[i].float(), top, left, h, w, list(size), antialias=False)
+        ry, rx = math.ceil(size[0] / h / 2) + 1, math.ceil(size[1] / w / 2) + 1
+        inner = (..., slice(ry, -ry), slice(rx, -rx))
+        assert torch.allclose(out[i][inner], ref[inner], atol=1e-3), i
+        assert torch.allclose(flipped[i], out[i].flip(-1) if flip[i] else out[i], atol=1e-3), i
 
 
 def test_warp_affine_identity_and_quarter_turn():

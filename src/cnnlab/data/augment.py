@@ -209,12 +209,14 @@ def _build_op(key: str, v: tuple[float, ...]) -> Op:
             return ops.pad_crop(x, pad, off[:, 0], off[:, 1], flip=flip)
 
         return crop
-    if key == "rrc":
+    if key in ("rrc", "rrc+flip"):
 
         def rrc(x: torch.Tensor, ctx: _Context) -> torch.Tensor:
             n, _, h, w = x.shape
             boxes = _sample_boxes(n, h, w, (v[0], v[1]), (3 / 4, 4 / 3), ctx)
-            return ops.resized_crop(x, boxes, ctx.output_size or (h, w)).clamp_(0, 255)
+            flip = ctx.rand(n) < v[2] if key == "rrc+flip" else None
+            out = ops.resized_crop(x, boxes, ctx.output_size or (h, w), flip=flip)
+            return out.clamp_(0, 255)
 
         return rrc
     if key in ("rotate", "affine"):
@@ -274,18 +276,18 @@ def _build_op(key: str, v: tuple[float, ...]) -> Op:
 
 
 def _fuse(steps: list[tuple[str, tuple[float, ...]]]) -> list[tuple[str, tuple[float, ...]]]:
-    """Cheaper but equivalent step orders: ``crop`` and an adjacent ``flip`` become one gather (the
-    most common CIFAR/MNIST recipe) and a ``flip`` right after ``rrc`` moves before it.
+    """Cheaper but equivalent step orders: ``crop`` or ``rrc`` and an adjacent ``flip`` become one
+    pass (a gather for crop, a mirrored sampling grid for rrc) — the most common recipes.
 
     A flip after a crop at offset ``left`` equals a crop at the mirrored offset after a flip, and
     offsets are uniform, so the results have the same distribution in either order.
     """
     out: list[tuple[str, tuple[float, ...]]] = []
     for key, v in steps:
-        if out and out[-1][0] == "rrc" and key == "flip":
-            # Flip the uint8 source before the crop (a quarter of the bytes of the float output);
-            # crop offsets are uniform, so the result has the same distribution.
-            out.insert(len(out) - 1, (key, v))
+        if out and {out[-1][0], key} == {"rrc", "flip"}:
+            prev_key, prev_v = out.pop()
+            rrc_v, flip_v = (prev_v, v) if prev_key == "rrc" else (v, prev_v)
+            out.append(("rrc+flip", (rrc_v[0], rrc_v[1], flip_v[0])))
         elif out and {out[-1][0], key} == {"crop", "flip"}:
             prev_key, prev_v = out.pop()
             crop_v, flip_v = (prev_v, v) if prev_key == "crop" else (v, prev_v)

@@ -76,24 +76,46 @@ def pad_crop(
 
 
 def resized_crop(
-    x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], antialias: bool = True
+    x: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
+    antialias: bool = True,
+    flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Crop each sample's box (N, 4: top, left, height, width in pixels) and resize it to ``size``.
 
-    Uses ``roi_align`` (bilinear at pixel centres). With ``antialias``, when some box is at least
-    twice the output size, each output pixel averages ``k x k`` bilinear samples (``k`` = the largest
-    whole downscale factor in the batch) so strong downscaling does not alias; milder scaling is
-    plain bilinear, which is 4x cheaper than always averaging. Returns float.
+    Bilinear at pixel centres (like ``roi_align(aligned=True)`` and torchvision's ``resized_crop``
+    without antialiasing). With ``antialias``, when some box is at least twice the output size, each
+    output pixel averages ``k x k`` bilinear samples (``k`` = the largest whole downscale factor in
+    the batch, via ``roi_align``) so strong downscaling does not alias. Otherwise — the usual case
+    for random resized crops — one batched ``grid_sample`` does it, 3-5x faster on CPU than
+    ``roi_align``'s scalar loop, and mirrors the samples where ``flip`` (N,) is true in the same
+    pass (a negated x-scale). Returns float.
     """
     from torchvision.ops import roi_align
 
     xf = to_float(x)
+    n, _, h, w = x.shape
     b = boxes.to(device=x.device, dtype=torch.float32)
-    idx = torch.arange(len(x), device=x.device, dtype=torch.float32)
-    rois = torch.stack([idx, b[:, 1], b[:, 0], b[:, 1] + b[:, 3], b[:, 0] + b[:, 2]], dim=1)
-    factor = float(torch.maximum(b[:, 2] / size[0], b[:, 3] / size[1]).max()) if len(b) else 1.0
+    factor = float(torch.maximum(b[:, 2] / size[0], b[:, 3] / size[1]).max()) if n else 1.0
     k = max(1, int(factor)) if antialias else 1
-    return roi_align(xf, rois, output_size=size, spatial_scale=1.0, sampling_ratio=k, aligned=True)
+    if k == 1:
+        # Output pixel j samples source x = left + (j + 0.5) * bw / W' - 0.5; in grid_sample's
+        # normalised coordinates (align_corners=False) that is g = a * base_j + c with the
+        # output's own base_j = (2j + 1) / W' - 1, a = bw / W and c = (bw + 2 left) / W - 1.
+        sx, sy = b[:, 3] / w, b[:, 2] / h
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0] = sx if flip is None else torch.where(flip.to(x.device), -sx, sx)
+        theta[:, 0, 2] = sx + 2 * b[:, 1] / w - 1
+        theta[:, 1, 1] = sy
+        theta[:, 1, 2] = sy + 2 * b[:, 0] / h - 1
+        grid = F.affine_grid(theta, [n, x.shape[1], *size], align_corners=False)
+        # border padding = roi_align's clamp of the half-pixel overhang at the image edges
+        return F.grid_sample(xf, grid, "bilinear", "border", align_corners=False)
+    idx = torch.arange(n, device=x.device, dtype=torch.float32)
+    rois = torch.stack([idx, b[:, 1], b[:, 0], b[:, 1] + b[:, 3], b[:, 0] + b[:, 2]], dim=1)
+    out = roi_align(xf, rois, output_size=size, spatial_scale=1.0, sampling_ratio=k, aligned=True)
+    return out if flip is None else hflip_where(out, flip)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
