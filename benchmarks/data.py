@@ -35,7 +35,7 @@ from _report import machine_line, write_section  # noqa: E402
 WORK = Path(__file__).resolve().parent / "_work"
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 BATCH = 256
-CPU_NOTE = "The ≥ 10× goal is not met on this CPU. Once the pixels are cached, what remains per image is float work at 224×224 on one contended thread — a profile of one batch (torch.profiler) showed roi_align resampling ~30 %, uint8→float copies ~20 %, the flip gather ~12 %, output zero-fill ~10 %, the colour matrix and normalisation the rest — and that costs about as much as decoding a 256×256 JPEG with libjpeg-turbo, so caching can at most halve an epoch here. On a GPU training device these batch ops are cheap and the ratio is bounded by decoding; no GPU was lent to this task, so that was not measured."
+CPU_NOTE = "The ≥ 10× goal is not met on this CPU. Once the pixels are cached, what remains per image is float work at 224×224: the random resized crop (one batched `grid_sample` with the flip folded into the sampling grid; it replaced `roi_align`, whose scalar loop made this path 1.7× slower), the uint8→float copy, the colour matrix and normalisation. That costs about as much as decoding a 256×256 JPEG with libjpeg-turbo, so caching can at most halve an epoch here; cnnlab's later epochs match torchvision's two-worker DataLoader, which needs both cores for decoding alone. On a GPU training device these batch ops are cheap and the ratio is bounded by decoding; no GPU was lent to this task, so that was not measured."
 
 
 # -- torchvision side ------------------------------------------------------------------------------

@@ -307,6 +307,16 @@ def main() -> None:
         md.append(
             f"Speed-up to 90.5 %: **{t_c / t_f:.2f}x** (course {t_c:.0f} s, fmnist-fast {t_f:.0f} s)."
         )
+    else:  # the course missed 90.5 %: compare the time to the accuracy it did reach
+        acc_c = median([r[-1]["test_acc"] for r in c])
+        t_cc = median([r[-1]["elapsed_s"] for r in c])
+        t_fc = median([time_to(r, acc_c) for r in f])
+        if t_fc:
+            md.append(
+                f"The course did not reach 90.5 % in its {len(c[0])} epochs; to its final "
+                f"{100 * acc_c:.2f} % fmnist-fast took {t_fc:.0f} s against the course's "
+                f"{t_cc:.0f} s: **{t_cc / t_fc:.2f}x** faster."
+            )
     fast_runs = [rs for name, rs in runs.items() if name != "course"]
     best = lambda budget: max(  # noqa: E731
         (median([best_within(r, budget) or 0.0 for r in rs]) for rs in fast_runs), default=0.0
