@@ -69,3 +69,14 @@ def test_fastnet_head_pool_parameters_and_sizes(head_pool: int) -> None:
 def test_fastnet_rejects_a_zero_head_pool() -> None:
     with pytest.raises(ValueError, match="head_pool"):
         get_model("fastnet", head_pool=0)
+
+
+def test_fastnet_full_resolution_stem_keeps_parameters_and_sizes() -> None:
+    strided = get_model("fastnet", width=8, head_pool=3)
+    full = get_model("fastnet", width=8, head_pool=3, stem_stride=1).eval()
+    assert _num_params(full) == _num_params(strided)
+    with torch.no_grad():
+        assert full(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+        assert full.forward_features(torch.randn(1, 1, 28, 28)).shape[-1] == 7  # 28 → 14 → 7
+    with pytest.raises(ValueError, match="stem_stride"):
+        get_model("fastnet", stem_stride=3)

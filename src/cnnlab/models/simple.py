@@ -108,7 +108,8 @@ class FastBNNet(ClassifierMixin, nn.Module):
     keep it at ~100 k parameters. ``width`` scales all channel counts. ``head_pool`` is the side of
     the grid the last feature map is average-pooled to before the linear classifier: 1 is global
     average pooling; 3 keeps the 3x3 layout a 28x28 input ends with (where on a garment a feature
-    fired), which is worth about a point on Fashion-MNIST for 10 k more parameters.
+    fired), which is worth about a point on Fashion-MNIST for 10 k more parameters. ``stem_stride=1``
+    keeps the first convolution at full resolution: 4x the FLOPs of every later layer.
     """
 
     classifier_name = "fc"
@@ -120,6 +121,7 @@ class FastBNNet(ClassifierMixin, nn.Module):
         width: int = 32,
         dropout: float = 0.0,
         head_pool: int = 1,
+        stem_stride: int = 2,
     ):
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
@@ -135,12 +137,14 @@ class FastBNNet(ClassifierMixin, nn.Module):
             ]
 
         self.features = nn.Sequential(
-            *cbr(in_chans, w, 2),
+            *cbr(in_chans, w, stem_stride),
             *cbr(w, 2 * w),
             nn.MaxPool2d(2),
             *cbr(2 * w, 4 * w),
             nn.MaxPool2d(2),
         )
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         if head_pool < 1:
             raise ValueError(f"head_pool must be >= 1, got {head_pool}")
         self.pool = nn.AdaptiveAvgPool2d(head_pool)
