@@ -64,21 +64,7 @@ def decode_image(
                     raise ValueError(
                         f"image of {im.width}x{im.height} exceeds the {max_pixels:,}-pixel limit"
                     )
-                # JPEG: decode at a reduced DCT scale when the target is much smaller (a square
-                # request so that an EXIF rotation cannot leave one side too small).
-                side = max(w, h)
-                im.draft("RGB" if channels == 3 else "L", (side, side))
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    im = _to_8bit(im)
-                if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa"):
-                    im = im.convert("RGBA")
-                    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(bg, im)
-                im = im.convert("RGB" if channels == 3 else "L")
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
+                return pil_to_array(im, (h, w), channels)
         except (
             OSError,
             SyntaxError,
@@ -90,4 +76,29 @@ def decode_image(
                 raise
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ValueError(reason[:200]) from None
+
+
+def pil_to_array(im: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An opened PIL image → uint8 (C, H, W) at ``size`` (H, W): EXIF orientation applied,
+    16-bit scaled to 8, transparency composited on white, converted to ``channels``, resized.
+
+    Shared by the folder loader (:func:`decode_image`) and the HTTP service, so an image gives the
+    model the same pixels whether it was trained on or uploaded. Pillow errors propagate.
+    """
+    h, w = size
+    # JPEG: decode at a reduced DCT scale when the target is much smaller (a square request so
+    # that an EXIF rotation cannot leave one side too small).
+    side = max(w, h)
+    im.draft("RGB" if channels == 3 else "L", (side, side))
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        im = _to_8bit(im)
+    if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    im = im.convert("RGB" if channels == 3 else "L")
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

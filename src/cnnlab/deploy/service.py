@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data.decode import pil_to_array
 from cnnlab.deploy.predictor import Predictor
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -96,24 +97,11 @@ def decode_upload(data: bytes, predictor: Predictor, max_pixels: int) -> torch.T
                 "bomb",
             )
         try:
-            im.draft("RGB" if c == 3 else "L", (w, h))
-            im.load()
-            from PIL import ImageOps
-
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("P", "LA", "RGBA", "PA"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            im = im.convert("RGB" if c == 3 else "L")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = pil_to_array(im, (h, w), c)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise HTTPError(400, f"image too large: {exc}", "bomb") from None
         except Exception as exc:  # noqa: BLE001 - truncated data surfaces as OSError/SyntaxError/...
             raise HTTPError(400, f"truncated or corrupt image ({exc})", "truncated") from None
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
