@@ -102,9 +102,15 @@ def fmnist_int8(run: str | None, epochs: int | None) -> str:
 
     if run is None:
         out = tempfile.mkdtemp(prefix="cnnlab-bench-")
-        cfg = load_recipe("fmnist-fast")  # the shipped recipe: fastnet, ~90.7 % after 4 epochs
-        cfg = replace(cfg, epochs=epochs or cfg.epochs, out_dir=out, name="fastnet-fmnist")
-        cfg = replace(cfg, progress=False, report=False)
+        cfg = load_recipe("fmnist-fast")  # the shipped recipe: fastnet, ~91.8 % after 4 epochs
+        cfg = replace(
+            cfg,
+            epochs=epochs or cfg.epochs,
+            out_dir=out,
+            name="fastnet-fmnist",
+            progress=False,
+            report=False,
+        )
         t0 = time.time()
         res = fit(cfg)
         epochs = cfg.epochs

@@ -69,15 +69,13 @@ def ort_session(
     model: str | Path | bytes,
     threads: int | None = None,
     providers: Sequence[str] | None = None,
-    spin: bool = True,
 ):
     """An ONNX Runtime session with full graph optimisation (CUDA first when it is available).
 
-    ``spin`` lets idle intra-op threads busy-wait briefly for the next operator instead of sleeping
-    (ONNX Runtime's default). Measured at batch 1, 224x224, 2 threads on an idle CPU, turning it
-    off made resnet18 43 % slower (15.9 vs 11.1 ms), mobilenet_v2 41 % and efficientnet_b0 83 %:
-    every one of their hundreds of operators then waits for threads to wake up. Turn it off only
-    when the cores are needed by something else between calls.
+    Idle intra-op threads keep ONNX Runtime's default of busy-waiting briefly for the next operator
+    (``session.intra_op.allow_spinning``). Measured at batch 1, 224x224, 2 threads on an idle CPU,
+    turning spinning off made resnet18 43 % slower (15.9 vs 11.1 ms), mobilenet_v2 41 % and
+    efficientnet_b0 83 %: every one of their hundreds of operators then waits for threads to wake.
     """
     import onnxruntime as ort
 
@@ -87,7 +85,6 @@ def ort_session(
     n = threads if threads is not None else torch.get_num_threads()
     opts.intra_op_num_threads = max(1, n)
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if providers is None:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

@@ -124,6 +124,10 @@ class FastBNNet(ClassifierMixin, nn.Module):
         stem_stride: int = 2,
     ):
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        if head_pool < 1:
+            raise ValueError(f"head_pool must be >= 1, got {head_pool}")
         self.in_chans, self.num_classes = in_chans, num_classes
         # Global average pooling makes any size from 8 px work, which progressive resizing relies on.
         self.default_cfg = replace(MNIST_CFG, min_size=8).for_chans(in_chans)
@@ -143,10 +147,6 @@ class FastBNNet(ClassifierMixin, nn.Module):
             *cbr(2 * w, 4 * w),
             nn.MaxPool2d(2),
         )
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
-        if head_pool < 1:
-            raise ValueError(f"head_pool must be >= 1, got {head_pool}")
         self.pool = nn.AdaptiveAvgPool2d(head_pool)
         self.dropout = nn.Dropout(dropout)
         self.num_features = 4 * w * head_pool * head_pool
