@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models import get_model
@@ -59,18 +58,12 @@ def test_dropout_before_the_classifier_is_optional() -> None:
     assert model.drop.p == 0.5 and model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
 
 
-def test_resnet18_small_input_overfits_two_batches() -> None:
+def test_resnet18_small_input_overfits_two_batches(overfit) -> None:
     torch.manual_seed(0)
     model = get_model("resnet18", num_classes=10, in_chans=1, small_input=True)
     batches = [(torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))) for _ in range(2)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(12):
-        for x, y in batches:
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
     # Judged in train mode (batch statistics), i.e. the loss being minimised: 24 steps are too few
     # for BN running averages (momentum 0.1) to settle, which is not what this test is about.
-    with torch.no_grad():
-        losses = [F.cross_entropy(model(x), y).item() for x, y in batches]
+    losses = overfit(model, batches, opt, 12, eval_mode=False)
     assert max(losses) < 0.05, losses

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models import get_model
@@ -34,19 +33,12 @@ def test_larger_inputs_work(name: str, size: int) -> None:
         assert model(torch.randn(2, c, size + 19, size + 5)).shape == (2, 5)
 
 
-def test_simplecnn_overfits_two_batches() -> None:
+def test_simplecnn_overfits_two_batches(overfit) -> None:
     torch.manual_seed(0)
     model = get_model("simplecnn", num_classes=10, dropout=0.0)
     batches = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))) for _ in range(2)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(25):
-        for x, y in batches:
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        losses = [F.cross_entropy(model(x), y).item() for x, y in batches]
+    losses = overfit(model, batches, opt, 25)
     assert max(losses) < 0.02, losses
 
 

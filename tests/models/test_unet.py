@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from cnnlab.errors import InputShapeError
 from cnnlab.models import get_model
@@ -36,7 +35,7 @@ def test_too_small_input_is_a_clear_error():
         m(torch.randn(1, 3, 7, 16))
 
 
-def test_overfits_two_batches():
+def test_overfits_two_batches(overfit):
     torch.manual_seed(0)
     m = get_model("unet", num_classes=3, in_chans=1, base_channels=8, depth=2)
     batches = []
@@ -50,13 +49,5 @@ def test_overfits_two_batches():
         x = y.float().unsqueeze(1) / 2 + 0.3 * torch.randn(4, 1, 24, 24)
         batches.append((x, y))
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    for _ in range(40):
-        for x, y in batches:
-            loss = F.cross_entropy(m(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    m.eval()
-    with torch.no_grad():
-        final = max(F.cross_entropy(m(x), y).item() for x, y in batches)
+    final = max(overfit(m, batches, opt, 40))
     assert final < 0.05, final

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from cnnlab.errors import InputShapeError
 from cnnlab.models import get_model
@@ -57,19 +56,10 @@ def test_bad_inputs_give_one_line_errors():
         m(torch.randn(1, 1, 32, 32))
 
 
-def test_vit_tiny_overfits_two_batches():
+def test_vit_tiny_overfits_two_batches(overfit):
     torch.manual_seed(0)
     m = get_model("vit_tiny", num_classes=10)
     batches = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))) for _ in range(2)]
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0)
-    m.train()
-    for _ in range(30):
-        for x, y in batches:
-            loss = F.cross_entropy(m(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    m.eval()
-    with torch.no_grad():
-        final = max(F.cross_entropy(m(x), y).item() for x, y in batches)
+    final = max(overfit(m, batches, opt, 30))
     assert final < 0.05, final
