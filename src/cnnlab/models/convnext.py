@@ -83,6 +83,7 @@ class ConvNeXt(ClassifierMixin, nn.Module):
         in_chans: int = 3,
         stochastic_depth_prob: float | None = None,
         layer_scale: float = 1e-6,
+        head_norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
@@ -118,7 +119,10 @@ class ConvNeXt(ClassifierMixin, nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = dims[-1]
         self.classifier = nn.Sequential(
-            LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1), nn.Linear(dims[-1], num_classes)
+            # Hugging Face's ConvNeXt uses its config's layer_norm_eps (1e-12) for this one norm.
+            LayerNorm2d(dims[-1], eps=head_norm_eps),
+            nn.Flatten(1),
+            nn.Linear(dims[-1], num_classes),
         )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):

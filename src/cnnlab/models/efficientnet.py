@@ -73,6 +73,36 @@ B0_STAGES = (
 )
 
 
+class TFPadConv2d(nn.Conv2d):
+    """A stride-2 convolution padded the TensorFlow way: one pixel less before than after.
+
+    TF's ``"SAME"`` padding (kept by Hugging Face's EfficientNet port) pads ``k//2 - 1`` on the
+    top/left and ``k//2`` on the bottom/right; torchvision pads ``k//2`` on every side, which shifts
+    every output by one pixel. Same parameters as ``nn.Conv2d``, so state dicts are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0] // 2
+        return super().forward(nn.functional.pad(x, (k - 1, k, k - 1, k)))
+
+
+def _use_tf_padding(model: nn.Module) -> None:
+    # Swap every stride-2 convolution for a TF-padded one (weights are initialised afterwards).
+    for parent in list(model.modules()):
+        for name, conv in parent.named_children():
+            if type(conv) is nn.Conv2d and conv.stride == (2, 2):
+                new = TFPadConv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    2,
+                    0,
+                    groups=conv.groups,
+                    bias=conv.bias is not None,
+                )
+                setattr(parent, name, new)
+
+
 class MBConv(nn.Module):
     """Expand 1x1 → depthwise k x k → SE (squeeze to in/4) → project 1x1; residual with drop path."""
 
@@ -137,6 +167,7 @@ class EfficientNet(ClassifierMixin, nn.Module):
         stochastic_depth_prob: float = 0.2,
         bn_eps: float = 1e-5,
         input_size: int = 224,
+        tf_padding: bool = False,
     ) -> None:
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
@@ -195,6 +226,8 @@ class EfficientNet(ClassifierMixin, nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout(dropout, inplace=True), nn.Linear(last, num_classes)
         )
+        if tf_padding:  # checkpoints ported from TensorFlow (Hugging Face's EfficientNet)
+            _use_tf_padding(self)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -147,6 +147,7 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         attention_dropout: float = 0.0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -172,6 +173,10 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         )
         self.num_features = hidden_dim
         self.heads = nn.Sequential(OrderedDict(head=nn.Linear(hidden_dim, num_classes)))
+        # Hugging Face's ViT checkpoints were trained with LayerNorm eps 1e-12 (torchvision: 1e-6).
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = norm_eps
         fan_in = in_chans * patch_size * patch_size
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1.0 / fan_in))
         nn.init.zeros_(self.conv_proj.bias)
