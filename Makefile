@@ -29,9 +29,10 @@ demo: $(STAMP)
 	@echo "checkpoint: runs/demo-simplecnn-digits/model.safetensors (+ config.json)"
 	@echo "plots:      runs/demo-simplecnn-digits/curves.png runs/demo-simplecnn-digits/confusion.png"
 
-## test: set up .venv with dev extras, run ruff and the test suite
+## test: set up .venv with dev extras, run ruff, the import-layer contracts and the test suite
 test: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 -q
 
 $(DOCSTAMP): pyproject.toml | $(PY)

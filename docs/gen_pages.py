@@ -3,7 +3,7 @@
 Writes into ``docs/generated/`` (rebuilt on every ``make docs``; nothing there is edited by hand):
 
 * ``cli-reference.md`` — every subcommand's help, options and example, from ``cnnlab.cli.build_parser()``;
-* ``models.md`` — the model table, from the registry (``cnnlab.models.info.model_table``);
+* ``models.md`` — the model table, from the registry (``cnnlab.inspect.model_table.model_table``);
 * ``benchmarks.md`` — a copy of ``BENCHMARKS.md``;
 * ``api/<module>.md`` — one mkdocstrings page per public module, found by walking the package, so a
   new module is documented as soon as it exists (``api/index.md`` links them, grouped by package).
@@ -73,13 +73,13 @@ def cli_reference() -> str:
 def models_page(macs: bool = True) -> str:
     """The model table, generated from the registry."""
     from cnnlab.models import list_models
-    from cnnlab.models.info import model_table
+    from cnnlab.inspect.model_table import model_table
 
     return "\n".join(
         [
             "# Model zoo",
             "",
-            "Generated from the registry (`cnnlab.models.info.model_table(list_models(), "
+            "Generated from the registry (`cnnlab.inspect.model_table.model_table(list_models(), "
             'fmt="markdown")`). Parameters are for the default number of classes; MACs are '
             "multiply-accumulates of one forward pass at the model's default input size "
             "(`-` where they are not counted). `cnnlab models NAME` shows one model in detail.",

@@ -9,7 +9,7 @@ from cnnlab.errors import UnknownNameError
 from cnnlab.models import get_model
 from cnnlab.train.amp_probe import bf16_faster_on_cpu, cpu_bf16_supported
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.loop import amp_dtype
+from cnnlab.train.amp_probe import amp_dtype
 
 CPU = torch.device("cpu")
 

@@ -12,8 +12,9 @@ from tests.train.conftest import tiny_cfg
 from cnnlab.train import fit
 from cnnlab.train.callbacks import Callback, EarlyStopping, TrainState
 from cnnlab.train.config import DataConfig
-from cnnlab.train.loop import TrainingDiverged, size_for_epoch
-from cnnlab.train.rundir import read_metrics
+from cnnlab.train.loop import TrainingDiverged
+from cnnlab.train.schedules import size_for_epoch
+from cnnlab.run import read_metrics
 
 
 def _state() -> TrainState:
@@ -75,7 +76,7 @@ def test_nan_guard_stops_with_message_and_keeps_last_good_epoch(tmp_path, digits
     model, _ = load_model_from_run(run)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
-    from cnnlab.train.checkpoint import load_checkpoint
+    from cnnlab.run import load_checkpoint
 
     _, state = load_checkpoint(run)
     assert state["epoch"] == 1
@@ -84,7 +85,7 @@ def test_nan_guard_stops_with_message_and_keeps_last_good_epoch(tmp_path, digits
 def test_ema_weights_are_evaluated_and_saved(tmp_path, digits_small):
     res = fit(tiny_cfg(tmp_path, epochs=1, ema_decay=0.5), splits=digits_small)
     from cnnlab.train import load_model_from_run
-    from cnnlab.train.checkpoint import load_checkpoint
+    from cnnlab.run import load_checkpoint
 
     saved, _ = load_model_from_run(res.run_dir)
     raw, _ = load_checkpoint(res.run_dir)
@@ -135,10 +136,10 @@ def test_sizes_below_the_models_minimum_fail_before_training(tmp_path, digits_sm
 
 
 def test_class_weights_are_inverse_frequency(tmp_path, digits_small):
-    from cnnlab.train.loop import _class_weights
+    from cnnlab.tasks.classification import inverse_frequency_weights
 
     ds = digits_small.train.subset(torch.cat([torch.arange(300), torch.arange(300, 310)]))
-    w = _class_weights(ds, torch.device("cpu"))
+    w = inverse_frequency_weights(ds)
     counts = torch.tensor(ds.class_counts(), dtype=torch.float32).clamp_min(1)
     assert torch.allclose(w * counts, torch.full_like(w, len(ds) / len(counts)))
     res = fit(

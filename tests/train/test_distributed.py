@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cnnlab.train.distributed import eval_shard, shard_indices
-from cnnlab.train.rundir import read_metrics
+from cnnlab.run import read_metrics
 
 
 def test_shards_are_disjoint_equal_and_change_per_epoch():

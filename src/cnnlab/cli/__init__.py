@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="cnnlab: build, inspect, train, evaluate, export and serve CNNs.",
         epilog="Run `cnnlab COMMAND --help` for a command's options and an example.",
     )
-    from cnnlab import __version__
+    from cnnlab._version import __version__
 
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.models import get_model_builder, list_models
-    from cnnlab.models.info import describe_model, model_table
+    from cnnlab.inspect.model_table import describe_model, model_table
 
     names = list_models()
     if args.pattern and args.pattern in names:

@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.errors import ConfigError
-    from cnnlab.inspect import load_model_source, parse_input_size, parse_layers, receptive_field
+    from cnnlab.inspect import parse_input_size, parse_layers, receptive_field
     from cnnlab.inspect import receptive_field_layers as rf_layers
+    from cnnlab.run import load_model_source
 
     if args.layers:
         steps = rf_layers(parse_layers(args.layers))

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.errors import ConfigError
-    from cnnlab.inspect import format_summary, load_model_source, parse_input_size, summarize
+    from cnnlab.inspect import format_summary, parse_input_size, summarize
+    from cnnlab.run import load_model_source
 
     kwargs = {}
     if args.num_classes is not None:

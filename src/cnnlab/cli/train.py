@@ -119,7 +119,7 @@ def build_config(args: argparse.Namespace):
     """The resolved TrainConfig from --config, the flags and --key overrides (in that order)."""
     from cnnlab.errors import ConfigError
     from cnnlab.train.config import TrainConfig, apply_overrides, load_config, load_recipe
-    from cnnlab.train.loop import resume_config
+    from cnnlab.train.resume import resume_config
 
     chosen = [f"--{n}" for n in ("config", "recipe", "resume") if getattr(args, n, None)]
     if len(chosen) > 1:

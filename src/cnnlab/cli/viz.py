@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.inspect import viz
-    from cnnlab.inspect.rundir import load_model_source
+    from cnnlab.run import load_model_source
 
     if args.what == "activations":
         out = viz.plot_activations(

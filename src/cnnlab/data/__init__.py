@@ -6,6 +6,7 @@ Importing this package registers the sources: ``digits`` (embedded), ``mnist``, 
 """
 
 from cnnlab.data import cifar, digits, idx, imagefolder, manifest  # noqa: F401  (register sources)
+from cnnlab.data import scenes  # noqa: F401  (register the dense sources)
 from cnnlab.data.augment import BatchTransform, build_batch_transform, list_augmentations
 from cnnlab.data.base import (
     DatasetSplits,
@@ -13,8 +14,16 @@ from cnnlab.data.base import (
     list_datasets,
     load_dataset,
     register_dataset,
+    resize_dataset,
 )
 from cnnlab.data.loader import BatchLoader, normalize_batch
+from cnnlab.data.skipped import (
+    escape_path,
+    format_skipped,
+    parse_skipped,
+    skipped_summary,
+    unescape_path,
+)
 from cnnlab.data.splits import class_weights, stratified_split
 
 __all__ = [
@@ -22,6 +31,8 @@ __all__ = [
     "BatchTransform",
     "build_batch_transform",
     "class_weights",
+    "escape_path",
+    "format_skipped",
     "list_augmentations",
     "stratified_split",
     "DatasetSplits",
@@ -29,5 +40,9 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "normalize_batch",
+    "parse_skipped",
     "register_dataset",
+    "resize_dataset",
+    "skipped_summary",
+    "unescape_path",
 ]

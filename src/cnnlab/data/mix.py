@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.batch_ops import to_float
+from cnnlab.data.batch_ops import erase_boxes, to_float
 
 
 def soft_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -59,7 +59,6 @@ def cutmix(
     x: torch.Tensor, y: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste ``perm[i]``'s box into sample ``i``; the labels weigh by the pasted area exactly."""
-    from cnnlab.data.batch_ops import erase_boxes
 
     n, _, h, w = x.shape
     dev = x.device

@@ -10,6 +10,7 @@ from PIL import Image
 
 from cnnlab.data.augment import build_batch_transform, parse_spec
 from cnnlab.data.base import load_dataset
+from cnnlab.data.batch_ops import resize
 from cnnlab.errors import ConfigError
 
 
@@ -40,7 +41,6 @@ def augment_grid(
     )
     n, c, h, w = images.shape
     size = (image_size, image_size) if image_size else (h, w)
-    from cnnlab.data.batch_ops import resize
 
     cols = [resize(images, size).round().clamp(0, 255).to(torch.uint8)]
     for _ in range(variants):

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.deploy.formats import export_onnx
+from cnnlab.deploy.quantize import quantize_onnx
 from cnnlab.errors import RunError, UnknownNameError
 
 #: Names accepted by ``--backend`` (``auto`` measures the run-directory candidates and picks one).
@@ -111,8 +113,6 @@ class OnnxBackend(Backend):
 
 def onnx_bytes(model: nn.Module, input_size: Sequence[int], opset: int = 17) -> bytes:
     """The model exported to ONNX in memory (dynamic batch axis), for an ONNX Runtime backend."""
-    from cnnlab.deploy.export import export_onnx
-
     buf = io.BytesIO()
     export_onnx(model, buf, input_size=input_size, opset=opset)
     return buf.getvalue()
@@ -132,8 +132,6 @@ def make_backend(
     if name == "onnx":
         return OnnxBackend(onnx_bytes(model, input_size), "onnx", threads)
     if name == "int8":
-        from cnnlab.deploy.quantize import quantize_onnx
-
         if calibration is None:
             raise RunError("the int8 backend needs calibration images (the run's training data)")
         q = quantize_onnx(onnx_bytes(model, input_size), calibration)

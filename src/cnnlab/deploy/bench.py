@@ -10,13 +10,24 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.data import normalize_batch
+from cnnlab.deploy.backends import (
+    BACKENDS,
+    OnnxBackend,
+    TorchBackend,
+    make_backend,
+    onnx_bytes,
+    time_backend,
+)
+from cnnlab.deploy.quantize import quantize_onnx
+from cnnlab.errors import ConfigError, UnknownNameError
+from cnnlab.inspect import count_macs
+from cnnlab.run import load_run_splits, resolve_model_source
 
 
 @dataclass(frozen=True)
@@ -44,22 +55,12 @@ def _percentile(times: Sequence[float], q: float) -> float:
 
 
 def _resolve(source: str, size: int | None) -> tuple[nn.Module, tuple[int, int, int], dict]:
-    """A model (eval), its input size and its config from a model name or a run directory."""
-    path = Path(source)
-    if path.is_dir():
-        from cnnlab.train.rundir import load_model_from_run
-
-        model, cfg = load_model_from_run(path)
-        c, h, w = cfg["input_size"]
-    else:
-        from cnnlab.models import get_model
-
-        model = get_model(source).eval()
-        cfg = {"run_dir": None}
-        c, h, w = model.default_cfg.input_size
+    """A model (eval), its input size and its run config (``{}`` for a zoo name)."""
+    found = resolve_model_source(source)
+    c, h, w = found.input_size
     if size is not None:
         h = w = int(size)
-    return model.eval(), (int(c), int(h), int(w)), cfg
+    return found.model.eval(), (int(c), int(h), int(w)), found.run_config or {}
 
 
 def _weights_mb(model: nn.Module) -> float:
@@ -67,10 +68,6 @@ def _weights_mb(model: nn.Module) -> float:
 
 
 def _macs(model: nn.Module, input_size: tuple[int, int, int]) -> int | None:
-    try:
-        from cnnlab.inspect import count_macs
-    except ImportError:  # the inspect package is optional here
-        return None
     try:
         return int(count_macs(model, input_size))
     except Exception:  # noqa: BLE001 - a model the tracer cannot follow still gets timed
@@ -94,21 +91,10 @@ def benchmark(
         for row in benchmark("resnet18", ("torch", "onnx"), (1, 32), 224):
             print(row.backend, row.batch, row.p50_ms)
     """
-    from cnnlab.deploy.backends import (
-        BACKENDS,
-        OnnxBackend,
-        TorchBackend,
-        make_backend,
-        onnx_bytes,
-        time_backend,
-    )
-
     if any(b <= 0 for b in batches):
         raise ConfigError(f"batch sizes must be positive; got {list(batches)}")
     for b in backends:
         if b not in BACKENDS or b == "auto":
-            from cnnlab.errors import UnknownNameError
-
             raise UnknownNameError("backend", b, [x for x in BACKENDS if x != "auto"])
     if threads:
         torch.set_num_threads(threads)
@@ -121,8 +107,6 @@ def benchmark(
             data = onnx_bytes(model, input_size)
             built[name] = (OnnxBackend(data, "onnx", threads), len(data) / 1e6)
         elif name == "int8":
-            from cnnlab.deploy.quantize import quantize_onnx
-
             calib = _calibration(cfg, input_size)
             data = quantize_onnx(onnx_bytes(model, input_size), calib)
             built[name] = (OnnxBackend(data, "int8", threads), len(data) / 1e6)
@@ -166,9 +150,6 @@ def benchmark(
 def _calibration(cfg: dict, input_size: tuple[int, int, int]) -> torch.Tensor:
     """The run's training images when there are some, else random (then int8 accuracy means little)."""
     if cfg.get("classes"):
-        from cnnlab.data import normalize_batch
-        from cnnlab.deploy.export import load_run_splits
-
         splits = load_run_splits(cfg)
         if splits is not None:
             idx = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))

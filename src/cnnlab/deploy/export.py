@@ -8,6 +8,7 @@ Every export is followed by a parity check against PyTorch on real samples (the 
 images when they can be loaded, random ones otherwise): the largest absolute logit difference and
 the top-1 agreement. Exporters that silently change outputs are the common failure this catches.
 
+The file format itself (writing and reading the metadata) is :mod:`cnnlab.deploy.formats`.
 ONNX uses PyTorch's TorchScript-based exporter: it is offline, fast, and folds BatchNorm and
 constants with bit-for-bit parity on the zoo (the dynamo exporter is several times slower to run
 and gave the same numbers).
@@ -15,158 +16,49 @@ and gave the same numbers).
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from cnnlab.errors import ConfigError, DataError, RunError, UnknownNameError
+from cnnlab.data import normalize_batch
+from cnnlab.deploy.backends import OnnxBackend, TorchBackend, time_backend
+from cnnlab.deploy.fold_bn import fold_batchnorm
+from cnnlab.deploy.formats import (
+    _Unwrap,
+    export_onnx,
+    export_torchscript,
+    file_sha256,
+    read_metadata,
+    run_metadata,
+)
+from cnnlab.deploy.int8 import quantize_run
+from cnnlab.errors import ConfigError, RunError, UnknownNameError
+from cnnlab.run import load_model_from_run, load_run_splits
+
+# re-exported: the export workflow is where users look for the file-format helpers
+__all__ = [
+    "DEFAULT_ATOL",
+    "ExportCheckError",
+    "ExportReport",
+    "FORMATS",
+    "Parity",
+    "compare_logits",
+    "export_onnx",
+    "export_run",
+    "export_torchscript",
+    "file_sha256",
+    "read_metadata",
+    "run_metadata",
+]
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-META_KEY = "cnnlab"
-TS_META_FILE = "cnnlab.json"
 DEFAULT_ATOL = 1e-4
-
-
-class _Unwrap(nn.Module):
-    """Returns only the logits (GoogLeNet/Inception give (logits, *aux) in train mode)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (the model hash shown by ``/metadata``)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def run_metadata(run_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """What an exported file must carry to be used alone: preprocessing, classes, provenance."""
-    from cnnlab.train.rundir import MODEL_FILE
-
-    weights = Path(run_dir) / MODEL_FILE
-    meta = {
-        "classes": list(cfg["classes"]),
-        "input_size": list(cfg["input_size"]),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "model": cfg["model"],
-        "weights_sha256": file_sha256(weights) if weights.exists() else None,
-        "source_run": str(run_dir),
-    }
-    temp = (cfg.get("calibration") or {}).get("temperature")
-    if temp:
-        meta["calibration"] = {"temperature": float(temp)}
-    return meta
-
-
-def export_onnx(
-    model: nn.Module,
-    f: str | Path | IO[bytes],
-    *,
-    input_size: Sequence[int],
-    metadata: dict[str, Any] | None = None,
-    opset: int = 17,
-) -> None:
-    """Write ``model`` as ONNX with a dynamic batch axis (input ``input``, output ``logits``)."""
-    import onnx
-
-    buf = io.BytesIO()
-    example = torch.zeros(2, *input_size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Unwrap(model).eval(),
-            (example,),
-            buf,
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-        )
-    proto = onnx.load_from_string(buf.getvalue())
-    if metadata is not None:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(metadata)
-    data = proto.SerializeToString()
-    if isinstance(f, (str, Path)):
-        Path(f).write_bytes(data)
-    else:
-        f.write(data)
-
-
-def export_torchscript(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    input_size: Sequence[int],
-    metadata: dict[str, Any] | None = None,
-) -> None:
-    """Write ``model`` traced to TorchScript with the metadata in ``_extra_files``."""
-    example = torch.zeros(2, *input_size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(_Unwrap(model).eval(), example, check_trace=False)
-    extra = {TS_META_FILE: json.dumps(metadata or {})}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-        torch.jit.save(traced, str(path), _extra_files=extra)
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The cnnlab metadata stored in an exported ``.onnx`` or TorchScript file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path} does not exist")
-    raw: str | None = None
-    if path.suffix == ".onnx":
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf decode errors have no common base class
-            raise RunError(f"{path} is not a valid ONNX file ({str(exc)[:120]})") from None
-        raw = next((p.value for p in proto.metadata_props if p.key == META_KEY), None)
-    else:
-        extra = {TS_META_FILE: ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        except Exception as exc:
-            raise RunError(f"{path} is not a TorchScript file ({str(exc)[:120]})") from None
-        raw = extra[TS_META_FILE] or None
-    if not raw:
-        raise RunError(f"{path} carries no cnnlab metadata; export it with `cnnlab export`")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise RunError(f"{path} has corrupt cnnlab metadata") from None
-    for key in ("classes", "input_size", "mean", "std"):
-        if key not in meta:
-            raise RunError(f"{path} metadata lacks '{key}'")
-    return meta
 
 
 @dataclass(frozen=True)
@@ -194,39 +86,6 @@ def compare_logits(
     return Parity(diff, agree, len(ref), atol, source)
 
 
-def load_run_splits(cfg: dict[str, Any]):
-    """The run's (train, test) splits at the model's input size, or None when unavailable."""
-    from cnnlab.data import DatasetSplits, load_dataset
-    from cnnlab.train.loop import resize_dataset
-
-    tc = cfg.get("train_config", {})
-    d = tc.get("data", {})
-    name = d.get("name") or cfg.get("dataset", {}).get("name")
-    if not name:
-        return None
-    size = cfg["input_size"][1]
-    try:
-        splits = load_dataset(
-            name,
-            data_dir=d.get("data_dir"),
-            image_size=d.get("image_size") or size,
-            val_fraction=d.get("val_fraction", 0.2),
-            seed=tc.get("seed", 0),
-        )
-    except (DataError, UnknownNameError, OSError):
-        return None
-    if splits.test.classes != cfg["classes"] or splits.test.image_shape != tuple(cfg["input_size"]):
-        if (
-            splits.test.classes != cfg["classes"]
-            or splits.test.image_shape[0] != cfg["input_size"][0]
-        ):
-            return None
-        splits = DatasetSplits(
-            resize_dataset(splits.train, size), resize_dataset(splits.test, size)
-        )
-    return splits
-
-
 class ExportCheckError(RunError):
     """The exported model does not reproduce PyTorch; ``report`` holds the measured figures."""
 
@@ -249,8 +108,6 @@ class ExportReport:
 
 
 def _latency_ms(fn, x: torch.Tensor, iters: int = 10) -> float:
-    from cnnlab.deploy.backends import time_backend
-
     return float(np.median(time_backend(fn, x, iters=iters, max_time=5.0)) * 1000)
 
 
@@ -273,10 +130,6 @@ def export_run(
         report = export_run("runs/fastnet-fmnist", "onnx", int8=True)
         report.rows[0]["max_abs_diff"], report.int8["accuracy_drop"]
     """
-    from cnnlab.data import normalize_batch
-    from cnnlab.deploy.backends import OnnxBackend, TorchBackend
-    from cnnlab.train.rundir import load_model_from_run
-
     if fmt not in FORMATS:
         raise UnknownNameError("export format", fmt, FORMATS)
     if int8 and fmt != "onnx":
@@ -303,8 +156,6 @@ def export_run(
 
     export_model = model
     if fold_bn:
-        from cnnlab.deploy.fold_bn import fold_batchnorm
-
         export_model, report.folded_bn = fold_batchnorm(model, input_size)
         meta["folded_bn"] = report.folded_bn
     meta["format"] = fmt
@@ -335,8 +186,6 @@ def export_run(
         }
     )
     if int8:
-        from cnnlab.deploy.quantize import quantize_run
-
         q_out = out.with_name(out.name.replace(".onnx", "") + ".int8.onnx")
         report.int8 = quantize_run(out, q_out, splits, cfg, meta)
         qb = OnnxBackend(q_out, "int8")

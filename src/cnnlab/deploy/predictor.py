@@ -28,7 +28,17 @@ from PIL import Image
 
 from cnnlab.data.imagefolder import decode_image
 from cnnlab.data.loader import normalize_batch
-from cnnlab.errors import DataError, RunError
+from cnnlab.deploy.backends import (
+    AUTO_CANDIDATES,
+    BACKENDS,
+    OnnxBackend,
+    TorchBackend,
+    make_backend,
+    pick_fastest,
+)
+from cnnlab.deploy.formats import read_metadata
+from cnnlab.errors import DataError, RunError, UnknownNameError
+from cnnlab.run import load_model_from_run, load_run_splits
 
 
 @dataclass(frozen=True)
@@ -104,13 +114,32 @@ class Predictor:
     def channels(self) -> int:
         return self.input_size[0]
 
+    def check_outputs(self) -> None:
+        """Refuse, with a one-line :class:`RunError`, a model whose output contradicts its class
+        list (a config.json edited or copied from another run): one forward pass of zeros. Without
+        it such a model loads, then fails on every request."""
+        try:
+            out = self.logits(torch.zeros(1, *self.input_size, device=self.device))
+        except Exception as exc:  # noqa: BLE001 - any failure here means config and weights disagree
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(
+                f"the model does not run on its configured input size {list(self.input_size)}: "
+                f"{first}"
+            ) from None
+        if out.dim() != 2 or out.shape[1] != len(self.classes):
+            raise RunError(
+                f"the config lists {len(self.classes)} classes but the model outputs "
+                f"{tuple(out.shape[1:])} scores per image; config.json contradicts the weights"
+            )
+
     # -- preprocessing -------------------------------------------------------------------------
     def to_uint8(self, image: Any) -> torch.Tensor:
         """One image (path, PIL image, HxW / HxWxC / CxHxW array or tensor) → uint8 (C, H, W)."""
         c, h, w = self.input_size
         if isinstance(image, (str, Path)):
             try:
-                return torch.from_numpy(decode_image(image, (h, w), c))
+                # a copy: the decoded array is a read-only view, which torch warns about
+                return torch.from_numpy(np.array(decode_image(image, (h, w), c), copy=True))
             except FileNotFoundError:
                 raise DataError(f"{image}: no such file") from None
             except (ValueError, OSError) as exc:
@@ -249,12 +278,8 @@ def load(
         for pred in p.predict(["a.png", "b.png"], top_k=3):
             print(pred.label, pred.probability)
     """
-    from cnnlab.deploy.backends import BACKENDS
-
     path = Path(path)
     if backend not in BACKENDS:
-        from cnnlab.errors import UnknownNameError
-
         raise UnknownNameError("backend", backend, BACKENDS)
     if not path.exists():
         raise RunError(
@@ -267,9 +292,6 @@ def load(
 
 
 def _load_exported(path: Path, batch_size: int, backend: str, threads: int | None) -> Predictor:
-    from cnnlab.deploy.backends import OnnxBackend, TorchBackend
-    from cnnlab.deploy.export import read_metadata
-
     if path.suffix.lower() not in EXPORTED_SUFFIXES:
         raise RunError(
             f"{path} is not a run directory or an exported model ({', '.join(EXPORTED_SUFFIXES)})"
@@ -300,8 +322,6 @@ def _load_exported(path: Path, batch_size: int, backend: str, threads: int | Non
 def _load_run(
     path: Path, device: str, batch_size: int, backend: str, threads: int | None
 ) -> Predictor:
-    from cnnlab.train.rundir import load_model_from_run
-
     model, cfg = load_model_from_run(path)
     for key in ("classes", "input_size", "mean", "std"):
         if key not in cfg:
@@ -326,8 +346,6 @@ def _load_run(
 
 
 def _build_backend(model: torch.nn.Module, cfg: dict, backend: str, threads: int | None):
-    from cnnlab.deploy.backends import AUTO_CANDIDATES, make_backend, pick_fastest
-
     size = tuple(cfg["input_size"])
     if backend == "auto":
         cands = [make_backend(n, model, size, threads=threads) for n in AUTO_CANDIDATES]
@@ -335,9 +353,6 @@ def _build_backend(model: torch.nn.Module, cfg: dict, backend: str, threads: int
         return choice.backend, choice
     calib = None
     if backend == "int8":
-        from cnnlab.data import normalize_batch
-        from cnnlab.deploy.export import load_run_splits
-
         splits = load_run_splits(cfg)
         if splits is None:
             raise RunError(

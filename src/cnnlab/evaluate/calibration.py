@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.evaluate.metrics import expected_calibration_error, log_loss
+
 T_MIN, T_MAX = 0.05, 20.0
 
 
@@ -102,7 +104,6 @@ def calibration_summary(
 ) -> dict[str, Any]:
     """Fit the temperature on all of ``logits`` and measure its effect honestly by 2-fold
     cross-fitting: NLL and ECE before, and after with out-of-fold temperatures."""
-    from cnnlab.evaluate.metrics import expected_calibration_error, log_loss
 
     y = labels.numpy()
     before = torch.softmax(logits.double(), 1).numpy()

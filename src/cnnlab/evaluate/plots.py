@@ -14,27 +14,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cnnlab.train.rundir import read_metrics  # noqa: E402
+from cnnlab.run import read_metrics  # noqa: E402
+
+# Columns of metrics.csv that are not a metric of the model.
+_NOT_METRICS = {"epoch", "lr", "epoch_s", "elapsed_s", "images_per_s"}
 
 
 def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
-    """Loss and accuracy per epoch (train and test) from ``metrics.csv``."""
+    """Losses (left) and the task's other metrics (right) per epoch, train and test, from
+    ``metrics.csv``; works for any task since it plots whichever columns the log has."""
     rows = read_metrics(metrics_csv)
     out = Path(out)
+    cols = [c for c in (rows[0].keys() if rows else ()) if c not in _NOT_METRICS]
+    losses = [c for c in cols if c.endswith("_loss")]
+    others = [c for c in cols if c not in losses]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     if rows:
         ep = [int(r["epoch"]) for r in rows]
-        for key, ax, label in (("loss", ax1, "loss"), ("acc", ax2, "accuracy")):
-            for split, style in (("train", "-o"), ("test", "-s")):
-                col = f"{split}_{key}"
+        for ax, group, label in ((ax1, losses, "loss"), (ax2, others, "accuracy")):
+            # one metric per split: label by split (as the classification plot always did)
+            by_split = len(group) <= 2 and len({c.split("_", 1)[1] for c in group}) == 1
+            for col in group:
                 vals = [float(r[col]) if r.get(col) not in (None, "") else np.nan for r in rows]
-                ax.plot(ep, vals, style, label=split, markersize=3)
+                split = col.split("_", 1)[0]
+                style = "-o" if split == "train" else "-s"
+                ax.plot(ep, vals, style, label=split if by_split else col, markersize=3)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylabel(label if by_split or group is losses else "metric")
             ax.grid(alpha=0.3)
-            ax.legend()
+            if group:
+                ax.legend()
     ax1.set_title("loss")
-    ax2.set_title("accuracy")
+    ax2.set_title("accuracy" if others == ["train_acc", "test_acc"] or not others else "metrics")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.train.rundir import METRICS_FILE, MODEL_FILE, atomic_write_bytes
+from cnnlab.data import normalize_batch
+from cnnlab.evaluate.explain import explain
+from cnnlab.evaluate.plots import plot_curves, plot_curves_compare, plot_explanations
+from cnnlab.evaluate.run_eval import evaluate_run, measure_latency
+from cnnlab.inspect import count_macs, format_summary, summarize
+from cnnlab.inspect.viz import first_conv, plot_feature_maps, plot_filters
+from cnnlab.run import METRICS_FILE, MODEL_FILE, atomic_write_bytes, load_model_from_run
+from cnnlab.runtime import resolve_device
 
 REPORT_FILE = "report.html"
 SECTIONS = (
@@ -133,9 +140,6 @@ def _sample_indices(labels: np.ndarray, k: int) -> list[int]:
 
 
 def _explanations(model, res, cfg, run_dir: Path, k: int) -> str:
-    from cnnlab.data.loader import normalize_batch
-    from cnnlab.evaluate.explain import explain
-    from cnnlab.evaluate.plots import plot_explanations
 
     idx = _sample_indices(res.labels, k)
     imgs = res.images[idx]
@@ -161,7 +165,6 @@ def _explanations(model, res, cfg, run_dir: Path, k: int) -> str:
 
 
 def _inspect_pictures(model, res, run_dir: Path) -> str:
-    from cnnlab.inspect.viz import first_conv, plot_feature_maps, plot_filters
 
     parts = []
     filt = _guard(lambda: _img(plot_filters(model, run_dir / "filters.png"), "filters"), "filters")
@@ -188,7 +191,6 @@ def _model_card(
     input_size = tuple(cfg["input_size"])
 
     def macs() -> str:
-        from cnnlab.inspect import count_macs
 
         m = count_macs(model, input_size)
         return f"{m:,} ({m / 1e6:.2f} M MACs, {2 * m / 1e9:.3f} GFLOPs)"
@@ -236,7 +238,6 @@ def _model_card(
     if not quick:
 
         def summary_table() -> str:
-            from cnnlab.inspect import format_summary, summarize
 
             return f"<details><summary>layer table</summary><pre>{_e(format_summary(summarize(model, input_size)))}</pre></details>"
 
@@ -349,10 +350,6 @@ def write_report(
         from cnnlab.evaluate.report import write_report
         write_report("runs/simplecnn-digits")  # → runs/simplecnn-digits/report.html
     """
-    from cnnlab.evaluate.plots import plot_curves
-    from cnnlab.evaluate.run_eval import evaluate_run, measure_latency
-    from cnnlab.train.loop import resolve_device
-    from cnnlab.train.rundir import load_model_from_run
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -451,10 +448,6 @@ def write_comparison(
     """
     import tempfile
 
-    from cnnlab.evaluate.plots import plot_curves_compare
-    from cnnlab.evaluate.run_eval import evaluate_run, measure_latency
-    from cnnlab.train.loop import resolve_device
-    from cnnlab.train.rundir import load_model_from_run
 
     dirs = [Path(r) for r in run_dirs]
     names = _unique_names(dirs)
@@ -465,7 +458,6 @@ def write_comparison(
         model, cfg = load_model_from_run(d)
         lat = measure_latency(model.to(dev), cfg["input_size"], dev, budget_s=0.5)
         try:
-            from cnnlab.inspect import count_macs
 
             macs: Any = count_macs(model, tuple(cfg["input_size"]))
         except Exception:

@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.data import BatchLoader, ImageDataset, load_dataset
-from cnnlab.errors import DataError
+from cnnlab.data import BatchLoader, ImageDataset, load_dataset, resize_dataset
+from cnnlab.errors import DataError, UnknownNameError
+from cnnlab.evaluate import plots
+from cnnlab.evaluate.calibration import calibration_summary, stratified_folds
+from cnnlab.evaluate.ensemble import METHODS, check_same_classes, combine, fit_weights
 from cnnlab.evaluate.metrics import (
     ReliabilityBins,
     accuracy,
@@ -32,9 +35,11 @@ from cnnlab.evaluate.metrics import (
     per_class_report,
     reliability_bins,
     top_k_accuracy,
+    top_losses,
 )
-from cnnlab.train.loop import main_logits, resize_dataset, resolve_device
-from cnnlab.train.rundir import CONFIG_FILE, load_model_from_run, read_config, save_json
+from cnnlab.evaluate.tta import PRESETS, predict_tta
+from cnnlab.run import CONFIG_FILE, load_model_from_run, read_run_config, save_json
+from cnnlab.runtime import main_logits, resolve_device
 
 N_BINS = 15
 
@@ -168,7 +173,6 @@ def predict_dataset(
     tta: str = "none",
 ) -> tuple[torch.Tensor | None, np.ndarray]:
     """Logits (no TTA; None with TTA) and probabilities of ``model`` on every image of ``ds``."""
-    from cnnlab.evaluate.tta import PRESETS, predict_tta
 
     loader = BatchLoader(ds, batch_size, mean=cfg["mean"], std=cfg["std"], device=device)
     model.eval()
@@ -247,7 +251,7 @@ def save_calibration(run_dir: str | Path, calibration: dict[str, Any]) -> Path:
     """Write ``calibration`` (with ``temperature``) into the run's ``config.json`` atomically; the
     predictor divides logits by it before the softmax."""
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
+    cfg = read_run_config(run_dir)
     cfg["calibration"] = {k: v for k, v in calibration.items() if k != "probs_after"}
     save_json(run_dir / CONFIG_FILE, cfg)
     return run_dir / CONFIG_FILE
@@ -283,7 +287,6 @@ def evaluate_run(
         res = evaluate_run("runs/simplecnn-digits", tta="flip")
         print(res.accuracy, res.tta["accuracy"], res.calibration["temperature"])
     """
-    from cnnlab.evaluate.calibration import calibration_summary
 
     run_dir = Path(run_dir)
     model, cfg = load_model_from_run(run_dir)
@@ -332,8 +335,6 @@ def _fitted_on(cfg: dict[str, Any], data: str | None, n: int) -> dict[str, Any]:
 
 def write_eval_artefacts(res: EvalResult, out_dir: Path, top_loss_count: int = 16) -> None:
     """The evaluation's PNGs and ``eval.json`` into ``out_dir``; paths land in ``res.artefacts``."""
-    from cnnlab.evaluate import plots
-    from cnnlab.evaluate.metrics import top_losses
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -406,17 +407,14 @@ def evaluate_ensemble(
         ens = evaluate_ensemble(["runs/a", "runs/b", "runs/c"], method="vote")
         print([m.accuracy for m in ens.members], ens.ensemble.accuracy)
     """
-    from cnnlab.evaluate.calibration import stratified_folds
-    from cnnlab.evaluate.ensemble import METHODS, check_same_classes, combine, fit_weights
 
     if method not in METHODS:
-        from cnnlab.errors import UnknownNameError
 
         raise UnknownNameError("ensemble method", method, METHODS)
     dirs = [Path(r) for r in run_dirs]
     if len(dirs) < 2:
         raise DataError("an ensemble needs at least two runs")
-    cfgs = [read_config(d) for d in dirs]
+    cfgs = [read_run_config(d) for d in dirs]
     check_same_classes([c["classes"] for c in cfgs], [str(d) for d in dirs])
     raw = _test_split(cfgs[0], data, data_dir)
     dev = resolve_device(device)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import UnknownNameError
+from cnnlab.runtime import main_logits
 
 View = Callable[[torch.Tensor], torch.Tensor]
 CROP_FRACTION = 0.875  # the crops keep 87.5 % of each side, as in the usual 224-of-256 evaluation
@@ -87,7 +88,6 @@ def predict_tta(
         probs = predict_tta(model, batch, views="flip+crops")
         probs = predict_tta(model, batch, views=["identity", "hflip"])
     """
-    from cnnlab.train.loop import main_logits
 
     model.eval()
     total = None

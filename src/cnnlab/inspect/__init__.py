@@ -40,7 +40,6 @@ from cnnlab.inspect.receptive import (
     receptive_field,
     receptive_field_layers,
 )
-from cnnlab.inspect.rundir import load_model_source
 from cnnlab.inspect.summary import FORMATS, ModelSummary, SummaryRow, format_summary, summarize
 
 __all__ = [
@@ -76,7 +75,6 @@ __all__ = [
     "linear_macs",
     "linear_params",
     "list_kernels",
-    "load_model_source",
     "output_size",
     "padding_for",
     "parse_input_size",

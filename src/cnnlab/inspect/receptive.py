@@ -25,6 +25,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError, UnknownNameError
 from cnnlab.inspect._trace import Geo, run_trace
+from cnnlab.inspect.geometry import check_input_size
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,6 @@ def receptive_field(model: nn.Module, input_size: Sequence[int]) -> ReceptiveFie
         >>> rep["pool"].size, rep.largest_local().rf   # first call of `pool`, last local layer
         (4, (10, 10))
     """
-    from cnnlab.inspect.geometry import check_input_size
 
     size = check_input_size(input_size)
     trace = run_trace(model, (1, *size))

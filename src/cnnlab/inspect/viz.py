@@ -21,6 +21,7 @@ from torch import nn  # noqa: E402
 
 from cnnlab.errors import ConfigError, DataError, UnknownNameError  # noqa: E402
 from cnnlab.inspect.kernels import apply_kernel, get_kernel  # noqa: E402
+from cnnlab.inspect.receptive import receptive_field  # noqa: E402
 
 ACTIVATIONS: dict[str, nn.Module] = {
     "relu": nn.ReLU(),
@@ -230,7 +231,6 @@ def plot_receptive_field(
     which is resized to the model's input size first."""
     from matplotlib.patches import Rectangle
 
-    from cnnlab.inspect.receptive import receptive_field
 
     img = np.asarray(image, dtype=float)
     h, w = img.shape[:2]

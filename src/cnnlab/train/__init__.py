@@ -1,5 +1,6 @@
 """Training: configs, the loop, optimizers, schedules, checkpoints, transfer learning, callbacks."""
 
+from cnnlab.run import load_model_from_run
 from cnnlab.train.callbacks import Callback, EarlyStopping, TensorBoardLogger, TrainState
 from cnnlab.train.config import (
     DataConfig,
@@ -12,8 +13,8 @@ from cnnlab.train.config import (
     load_config,
     load_recipe,
 )
-from cnnlab.train.loop import TrainingDiverged, TrainResult, evaluate, fit, resume_config
-from cnnlab.train.rundir import load_model_from_run
+from cnnlab.train.loop import TrainingDiverged, TrainResult, evaluate_model, fit
+from cnnlab.train.resume import resume_config
 
 __all__ = [
     "Callback",
@@ -28,7 +29,7 @@ __all__ = [
     "TrainingDiverged",
     "TransferConfig",
     "apply_overrides",
-    "evaluate",
+    "evaluate_model",
     "fit",
     "list_recipes",
     "load_config",

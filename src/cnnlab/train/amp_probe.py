@@ -14,6 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.errors import UnknownNameError
+from cnnlab.train.config import TrainConfig
+
+AMP_CHOICES = ("auto", "fastest", "off", "bf16", "fp16")
+
 
 def cpu_bf16_supported() -> bool:
     """True when oneDNN reports native bf16 support (otherwise bf16 is emulated and slow)."""
@@ -70,3 +75,29 @@ def bf16_faster_on_cpu(
             fp32.append(_step_time(probe, x, y, None, reps))
             bf16.append(_step_time(probe, x, y, torch.bfloat16, reps))
     return min(fp32) / min(bf16) >= margin
+
+
+def amp_dtype(
+    config: TrainConfig,
+    device: torch.device,
+    model: nn.Module | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int = 10,
+) -> torch.dtype | None:
+    """The autocast dtype. ``auto`` and ``fastest`` are bf16 (fp16 on GPUs without bf16) on CUDA.
+    On a CPU ``auto`` is float32 (deterministic and never slower than expected), while ``fastest``
+    times a few training steps of this model in float32 and bf16 and picks bf16 only when it is
+    clearly faster (native-bf16 CPUs) — CPUs differ too much to assume either way."""
+    choice = config.amp.lower()
+    if choice not in AMP_CHOICES:
+        raise UnknownNameError("amp mode", config.amp, AMP_CHOICES)
+    if choice == "off":
+        return None
+    if choice in ("auto", "fastest") and device.type != "cuda":
+        if choice == "auto" or model is None or input_shape is None:
+            return None
+        faster = bf16_faster_on_cpu(model, input_shape, num_classes, min(config.batch_size, 128))
+        return torch.bfloat16 if faster else None
+    if choice in ("auto", "fastest"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if choice == "bf16" else torch.float16

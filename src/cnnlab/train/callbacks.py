@@ -5,7 +5,8 @@ A callback subclasses :class:`Callback` and overrides what it needs; every hook 
 with state that must survive ``--resume`` returns it from ``state_dict()`` (plain numbers, strings,
 lists and dicts) and takes it back in ``load_state_dict()``.
 
-Built in: :class:`EarlyStopping` and :class:`TensorBoardLogger`; ``fit`` adds them from the config.
+Built in: :class:`EarlyStopping` and :class:`TensorBoardLogger`; ``fit`` adds them from the config,
+and the callbacks that write the run directory (``cnnlab.train.recorders``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from cnnlab.train.config import TrainConfig
 
 @dataclass
 class TrainState:
-    """What the loop knows at any moment; callbacks read it and may set ``stop``."""
+    """What the loop knows at any moment; callbacks read it and may set ``stop``.
+
+    The first five fields are the run's objects; ``fit`` also fills the rest: the task, the bare
+    model whose weights are saved (``inner``) and the one evaluated and published (``eval_model``,
+    the EMA when on), the best epoch so far and whether this epoch improved on it, how the run is
+    ending (``status``) and everything the checkpoint callback needs to make the run resumable.
+    """
 
     config: TrainConfig
     model: nn.Module
@@ -39,7 +46,17 @@ class TrainState:
     last_loss: Any = None  # the last batch loss as a tensor (reading it forces a device sync)
     stop: bool = False
     stop_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    task: Any = None
+    inner: nn.Module | None = None
+    eval_model: nn.Module | None = None
+    best: dict[str, Any] = field(default_factory=dict)
+    improved: bool = False
+    elapsed: float = 0.0
+    status: str = "running"  # then completed, stopped, diverged or interrupted
+    is_main: bool = True
+    world_size: int = 1
+    callbacks: list[Callback] = field(default_factory=list)
+    resumables: dict[str, Any] = field(default_factory=dict)  # scaler, ema, plateau, generator
 
 
 class Callback:

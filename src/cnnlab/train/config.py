@@ -11,12 +11,13 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -91,6 +92,8 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     model: str = "simplecnn"
+    # what is learnt: "auto" takes the dataset's own task (classification for labelled images)
+    task: str = "auto"
     model_kwargs: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -296,8 +299,6 @@ def field_names(cls: type) -> list[str]:
 
 def list_recipes() -> list[str]:
     """Names of the recipes shipped in ``cnnlab/configs/*.yaml``."""
-    from importlib import resources
-
     root = resources.files("cnnlab") / "configs"
     if not root.is_dir():
         return []
@@ -306,9 +307,7 @@ def list_recipes() -> list[str]:
 
 def load_recipe(name: str) -> TrainConfig:
     """The shipped recipe ``name`` (e.g. ``fmnist-fast``) as a :class:`TrainConfig`."""
-    from importlib import resources
 
-    from cnnlab.errors import UnknownNameError
 
     if name not in list_recipes():
         raise UnknownNameError("recipe", name, list_recipes())

@@ -82,15 +82,6 @@ def eval_shard(n: int, rank: int, world_size: int) -> torch.Tensor:
     return torch.arange(rank, n, world_size)
 
 
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum ``values`` over all ranks (identity when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every rank."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -13,20 +13,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from cnnlab.data import BatchLoader, DatasetSplits
+from cnnlab.data import DatasetSplits
 from cnnlab.errors import ConfigError
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.loop import (
-    build_model_for_data,
-    build_train_transform,
-    compute_loss,
-    prepare_data,
-    resolve_device,
-    seed_everything,
-)
-from cnnlab.train.optim import build_optimizer
+from cnnlab.train.setup import setup_training
 
 
 @dataclass
@@ -75,30 +65,10 @@ def lr_find(
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"need 0 < start_lr < end_lr; got {start_lr} and {end_lr}")
     if num_steps < 5:
-        raise ConfigError(f"num_steps must be at least 5; got {num_steps}")
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    splits = splits or prepare_data(cfg)
-    model = build_model_for_data(cfg, splits.train).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    mean, std = splits.train.mean_std()
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    loader = BatchLoader(
-        splits.train,
-        cfg.batch_size,
-        mean=mean,
-        std=std,
-        shuffle=True,
-        drop_last=len(splits.train) > cfg.batch_size,
-        seed=cfg.seed,
-        device=device,
-        transform=build_train_transform(cfg, splits.train, generator),
-        channels_last=cfg.channels_last,
-    )
-    opt = build_optimizer(model, cfg.optim)
+        raise ConfigError(f"--steps must be at least 5; got {num_steps}")
+    setup = setup_training(cfg, splits)
+    model, loader, task = setup.model, setup.train_loader, setup.task
+    opt = setup.optimizer
     model.train()
     res, best, avg, epoch = LRFindResult(), math.inf, 0.0, 0
     batches = iter(loader)
@@ -113,7 +83,7 @@ def lr_find(
             loader.set_epoch(epoch)
             batches = iter(loader)
             x, y = next(batches)
-        loss = compute_loss(model(x), y, model, cfg.label_smoothing)
+        loss = task.loss(model(x), y, model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -4,6 +4,7 @@
 step; the loop sets ``group["lr"] = group["initial_lr"] * factor`` before every optimizer step. Being
 pure functions, schedules are trivially resumable (no scheduler state) and testable at any step.
 Reduce-on-plateau is the one schedule that depends on metrics: see :class:`PlateauTracker`.
+Progressive resizing is a schedule of image sizes: :func:`size_for_epoch`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnnlab.errors import UnknownNameError
-from cnnlab.train.config import ScheduleConfig
+from cnnlab.errors import ConfigError, UnknownNameError
+from cnnlab.train.config import DataConfig, ScheduleConfig
 
 SCHEDULES = (
     "constant",
@@ -100,3 +101,26 @@ class PlateauTracker:
                 self.current = max(self.min_factor, self.current * self.factor)
                 self.bad_epochs = 0
         return self.current
+
+
+def size_for_epoch(d: DataConfig, epoch: int, epochs: int) -> int | None:
+    """The training image size of ``epoch`` under progressive resizing (``None``: native size)."""
+    if not d.sizes:
+        return None
+    if d.size_epochs:
+        if len(d.size_epochs) != len(d.sizes):
+            raise ConfigError(
+                f"data.size_epochs needs one entry per size in data.sizes {list(d.sizes)}; "
+                f"got {list(d.size_epochs)}"
+            )
+        counts = list(d.size_epochs)
+    else:
+        base = epochs // len(d.sizes)
+        counts = [base] * len(d.sizes)
+        counts[-1] += epochs - base * len(d.sizes)
+    end = 0
+    for size, n in zip(d.sizes, counts):
+        end += n
+        if epoch < end:
+            return size
+    return d.sizes[-1]

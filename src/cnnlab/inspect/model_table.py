@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.inspect.flops import count_macs
 from cnnlab.models._registry import get_model, get_model_builder
 
 
@@ -46,10 +47,6 @@ def _input_size(model: nn.Module) -> tuple[int, int, int]:
 
 def count_macs_safe(model: nn.Module, input_size: tuple[int, int, int]) -> int | None:
     """Total multiply-accumulates of one forward pass, or None when it cannot be counted."""
-    try:
-        from cnnlab.inspect import count_macs
-    except ImportError:
-        return None
     try:
         return int(count_macs(model, input_size))
     except Exception:

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from cnnlab.errors import RunError
-from cnnlab.train.rundir import atomic_write_bytes, save_weights
+from cnnlab.run.files import atomic_write_bytes, save_weights
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
@@ -89,11 +90,6 @@ def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, 
     save_weights(model, weights, metadata={"epoch": str(state["epoch"])})
 
 
-def has_checkpoint(run_dir: Path, tag: str = "last") -> bool:
-    """True when every file of checkpoint ``tag`` (weights and state) exists in ``run_dir``."""
-    return all(p.exists() for p in checkpoint_paths(run_dir, tag))
-
-
 def load_checkpoint(run_dir: Path, tag: str = "last") -> tuple[dict[str, torch.Tensor], dict]:
     """``(weights, state)`` of checkpoint ``tag``, or a one-line :class:`RunError`."""
     weights, state_path = checkpoint_paths(run_dir, tag)
@@ -108,8 +104,6 @@ def load_checkpoint(run_dir: Path, tag: str = "last") -> tuple[dict[str, torch.T
     except Exception as exc:  # corrupt files raise many types
         raise RunError(f"{state_path} is corrupt: {str(exc).splitlines()[0][:160]}") from None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(weights), "pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(weights))

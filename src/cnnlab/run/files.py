@@ -1,4 +1,4 @@
-"""The run directory: everything needed to rebuild, evaluate and serve a trained model.
+"""The files of a run directory: names, atomic writes, ``config.json``, weights, the metrics log.
 
 ``runs/<name>/`` holds ``model.safetensors`` (weights, never pickled), ``config.json`` (architecture and
 its arguments, class names, input size, normalisation, the resolved training config, final metrics),
@@ -26,6 +26,8 @@ from cnnlab.errors import RunError
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+SKIPPED_FILE = "skipped.txt"
 METRIC_FIELDS = [
     "epoch",
     "train_loss",
@@ -52,7 +54,10 @@ def make_run_dir(out_dir: str | Path, name: str) -> Path:
     while (path / CONFIG_FILE).exists() or (path / METRICS_FILE).exists():
         i += 1
         path = base.with_name(f"{name}-{i}")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
     return path
 
 
@@ -92,7 +97,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     os.replace(tmp, path)
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """``config.json`` of a run, or a :class:`RunError` naming the missing/corrupt file."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -119,32 +124,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise RunError(
             f"{path} is corrupt or not a safetensors file ({str(exc).splitlines()[0][:120]})"
         ) from None
-
-
-def build_model_from_config(cfg: dict[str, Any]) -> nn.Module:
-    """Rebuild the architecture recorded in a run's config (random weights)."""
-    from cnnlab.models import get_model
-
-    spec = cfg["model"]
-    return get_model(spec["name"], **spec.get("kwargs", {}))
-
-
-def load_model_from_run(
-    run_dir: str | Path, weights: str = MODEL_FILE
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained model (in eval mode) and its config from a run directory alone."""
-    run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
-    model = build_model_from_config(cfg)
-    state = read_weights(run_dir / weights)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise RunError(
-            f"{run_dir / weights} does not match the architecture in {CONFIG_FILE}: {first[0].strip()}"
-        ) from None
-    return model.eval(), cfg
 
 
 class MetricsLog:

@@ -1,0 +1,105 @@
+"""Rebuild what a run directory describes: its model (with weights), or the data it was trained on.
+
+This is the one place where a run's ``config.json`` is turned back into objects; ``evaluate``,
+``deploy``, ``inspect`` and the CLI all come here instead of each reading the fields themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from cnnlab.data import DatasetSplits, load_dataset, resize_dataset
+from cnnlab.errors import DataError, RunError, UnknownNameError
+from cnnlab.models import get_model
+from cnnlab.run.files import CONFIG_FILE, MODEL_FILE, read_run_config, read_weights
+
+
+def build_model_from_run_config(run_config: dict[str, Any]) -> nn.Module:
+    """The architecture recorded in a run's ``config.json`` (random weights)."""
+    spec = run_config["model"]
+    return get_model(spec["name"], **spec.get("kwargs", {}))
+
+
+def load_model_from_run(
+    run_dir: str | Path, weights: str = MODEL_FILE
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model (in eval mode) and its config from a run directory alone."""
+    run_dir = Path(run_dir)
+    run_config = read_run_config(run_dir)
+    model = build_model_from_run_config(run_config)
+    state = read_weights(run_dir / weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise RunError(
+            f"{run_dir / weights} does not match the architecture in {CONFIG_FILE}: {first[0].strip()}"
+        ) from None
+    return model.eval(), run_config
+
+
+@dataclass
+class ModelSource:
+    """A model from a zoo name or a run directory, its input size (C, H, W) and, for a run, its
+    ``config.json`` (``None`` for a zoo name)."""
+
+    model: nn.Module
+    input_size: tuple[int, int, int] | None
+    run_config: dict[str, Any] | None
+
+
+def resolve_model_source(source: str, **kwargs: Any) -> ModelSource:
+    """``source`` as a model: a run directory gives its trained model (eval mode) and the size it
+    was trained at; a zoo name is built with ``kwargs`` at its ``default_cfg.input_size``."""
+    if Path(source).is_dir():
+        model, run_config = load_model_from_run(source)
+        size = run_config.get("input_size")
+        return ModelSource(model, tuple(size) if size else None, run_config)  # type: ignore[arg-type]
+    model = get_model(source, **kwargs)
+    cfg = getattr(model, "default_cfg", None)
+    return ModelSource(model, tuple(cfg.input_size) if cfg is not None else None, None)  # type: ignore[arg-type]
+
+
+def load_model_source(source: str, **kwargs: Any) -> tuple[nn.Module, tuple[int, int, int] | None]:
+    """A model and its default input size (C, H, W) from a zoo name or a run directory.
+
+    Example: ``model, size = load_model_source("resnet18", num_classes=10)``.
+    """
+    found = resolve_model_source(source, **kwargs)
+    return found.model, found.input_size
+
+
+def load_run_splits(run_config: dict[str, Any]) -> DatasetSplits | None:
+    """The run's (train, test) splits at the model's input size, or ``None`` when unavailable.
+
+    The data source, directory, split fraction and seed come from the saved training config, so
+    the test split is the one the run was scored on.
+    """
+    tc = run_config.get("train_config", {})
+    d = tc.get("data", {})
+    name = d.get("name") or run_config.get("dataset", {}).get("name")
+    if not name:
+        return None
+    size = run_config["input_size"][1]
+    try:
+        splits = load_dataset(
+            name,
+            data_dir=d.get("data_dir"),
+            image_size=d.get("image_size") or size,
+            val_fraction=d.get("val_fraction", 0.2),
+            seed=tc.get("seed", 0),
+        )
+    except (DataError, UnknownNameError, OSError):
+        return None
+    test, classes, shape = splits.test, run_config["classes"], tuple(run_config["input_size"])
+    if test.classes != classes or test.image_shape[0] != shape[0]:
+        return None
+    if test.image_shape != shape:
+        splits = DatasetSplits(
+            resize_dataset(splits.train, size), resize_dataset(splits.test, size)
+        )
+    return splits
