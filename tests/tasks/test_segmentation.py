@@ -113,3 +113,33 @@ def test_bad_pairings_are_one_line_errors(scenes: DatasetSplits) -> None:
         task.check_model(
             get_model("unet", num_classes=3, in_chans=1, base_channels=4, depth=2), scenes.train
         )
+
+
+@pytest.mark.parametrize(
+    "name", ["unet_resnet18", "unet_mobilenet_v2", "deeplab_resnet18", "deeplab_mobilenet_v2"]
+)
+def test_zoo_encoder_segmenters_give_full_size_logits_and_gradients(name: str) -> None:
+    model = get_model(name, num_classes=5, in_chans=1)
+    assert model.task == "segmentation" and len(model._taps) == 5
+    out = model(torch.randn(2, 1, 40, 48))  # not a multiple of 32: logits still match the input
+    assert out.shape == (2, 5, 40, 48)
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with torch.device("meta"):  # the model table builds on meta: tap discovery must work there
+        assert get_model(name, num_classes=3).head.out_channels == 3
+
+
+def test_a_classification_run_is_the_pretrained_encoder(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from cnnlab.models.pretrained import load_pretrained
+
+    classifier = get_model("resnet18", num_classes=10, in_chans=1)
+    save_file(classifier.state_dict(), str(tmp_path / "model.safetensors"))
+    seg = get_model("unet_resnet18", num_classes=11, in_chans=1)
+    report = load_pretrained(seg, tmp_path)
+    assert torch.equal(seg.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
+    assert "head.weight" in report.reinitialised and any(
+        k.startswith("decoder.") for k in report.reinitialised
+    )
+    assert sorted(report.ignored) == ["fc.bias", "fc.weight"]

@@ -10,6 +10,7 @@ from cnnlab.models import (  # noqa: F401  (imported for their @register_model s
     lenet,
     mobilenet,
     resnet,
+    seg_heads,
     simple,
     unet,
     vgg,
