@@ -3,21 +3,35 @@
 Decoding JPEGs costs far more than training a small CNN on them, so it should happen once, not every
 epoch and not every run. :func:`decode_files` decodes a list of files at one size into a uint8
 ``(N, C, H, W)`` ``.npy`` file under the cache directory (``$CNNLAB_CACHE``, else
-``~/.cache/cnnlab``), using several worker processes and a progress bar; an index file beside it
-records each file's size and modification time. The next call with the same files and size maps that
-array instead of decoding; a file whose size or modification time changed is decoded again (only that
-one), and the index is rewritten last so an interrupted update is rebuilt rather than trusted.
+``~/.cache/cnnlab``), using several worker processes and a progress bar. The next call with the same
+files and size maps that array instead of decoding.
+
+The cache heals itself rather than trusting what it finds:
+
+- each file's pixels are keyed on its content (:mod:`cnnlab.data.filekeys`: inode change time,
+  size and a SHA-256 of its bytes), so a rewrite that kept the size and restored the modification
+  time is still decoded again (only that file);
+- an entry is an index ``KEY.json`` naming a pixel file ``KEY.GEN.npy`` with its byte size and
+  modification time. A new or updated entry is written to a temporary file, synced and renamed, and
+  only then does the index — renamed into place in one step — point at it: a killed writer leaves the
+  previous entry (or none), never half of one, and a published pixel file is never written again, so
+  a process training from it never sees its pixels change;
+- a truncated, rewritten or unreadable entry is detected before it is mapped, rebuilt, and reported
+  in one log line;
+- the cache stays within ``$CNNLAB_CACHE_MAX`` (:mod:`cnnlab.data.cache_limit`), least recently
+  used entries evicted first.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -26,10 +40,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cnnlab.data.cache_limit import ENV_VAR as CACHE_MAX_VAR
+from cnnlab.data.cache_limit import cache_max_bytes, enforce_limit
 from cnnlab.data.decode import MAX_PIXELS, decode_image
+from cnnlab.data.filekeys import SAMPLE_BYTES, file_keys, same_content
+from cnnlab.data.skipped import escape_path
+from cnnlab.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CHUNK = 64  # files per worker task: large enough to amortise the task overhead
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -58,6 +78,7 @@ class DecodedFiles:
         decoded: how many files were decoded by this call (0 when the cache was fully reused).
         reused: how many rows were taken from the cache.
         cache_file: the ``.npy`` file, or None when caching was off.
+        index_file: the entry's index (``KEY.json``), or None when caching was off.
     """
 
     images: np.ndarray
@@ -66,14 +87,7 @@ class DecodedFiles:
     decoded: int = 0
     reused: int = 0
     cache_file: Path | None = None
-
-
-def _stat(path: str) -> list[int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [-1, -1]
-    return [st.st_size, st.st_mtime_ns]
+    index_file: Path | None = None
 
 
 def _decode_chunk(
@@ -86,6 +100,9 @@ def _decode_chunk(
         try:
             out[row] = decode_image(path, size, channels, max_pixels=max_pixels)
             status.append((row, ""))
+        except FileNotFoundError:
+            out[row] = 0
+            status.append((row, "no such file (deleted, or a broken symlink)"))
         except (ValueError, OSError) as exc:
             out[row] = 0
             status.append((row, (str(exc).splitlines() or [type(exc).__name__])[0][:200]))
@@ -140,6 +157,165 @@ def _cache_key(paths: Sequence[str], size: tuple[int, int], channels: int, max_p
     return h.hexdigest()[:24]
 
 
+class _Damaged(Exception):
+    """An entry that exists but cannot be trusted; the message says why, in a few words."""
+
+
+def _npy_layout(npy: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, expected file size) from a ``.npy`` header, without mapping the data."""
+    with open(npy, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if fortran:
+            raise ValueError("Fortran order")
+        return tuple(shape), dtype, f.tell() + int(np.prod(shape)) * dtype.itemsize
+
+
+def _read_index(index_file: Path, key: str, shape: tuple[int, ...]) -> dict | None:
+    """The entry's index when it and its pixel file are intact; None when there is no usable entry
+    (none yet, an older format, pixels deleted or evicted); raises :class:`_Damaged` otherwise."""
+    try:
+        text = index_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Damaged(
+            f"its index cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    try:
+        index = json.loads(text)
+    except ValueError:
+        raise _Damaged("its index is not valid JSON") from None
+    if not isinstance(index, dict) or index.get("version") != CACHE_VERSION:
+        return None
+    n = shape[0]
+    name = index.get("npy")
+    if (
+        index.get("shape") != list(shape)
+        or not isinstance(name, str)
+        or not (name.startswith(key + ".") and name.endswith(".npy") and "/" not in name)
+        or not isinstance(index.get("keys"), list)
+        or len(index["keys"]) != n
+        or not isinstance(index.get("reasons"), list)
+        or len(index["reasons"]) != n
+    ):
+        raise _Damaged("its index does not describe these files")
+    npy = index_file.parent / name
+    try:
+        st = npy.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _Damaged(f"its pixel file cannot be read: {exc.strerror}") from None
+    if st.st_size != index.get("npy_size") or st.st_mtime_ns != index.get("npy_mtime_ns"):
+        raise _Damaged(
+            f"its pixel file changed after it was written ({st.st_size:,} bytes, "
+            f"{index.get('npy_size', '?'):,} expected)"
+            if isinstance(index.get("npy_size"), int)
+            else "its pixel file changed after it was written"
+        )
+    try:
+        got_shape, dtype, expected = _npy_layout(npy)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise _Damaged(f"its pixel file is not a valid .npy ({str(exc)[:80]})") from None
+    if got_shape != shape or dtype != np.uint8 or expected != st.st_size:
+        raise _Damaged(f"its pixel file is truncated or malformed ({st.st_size:,} bytes)")
+    index["_npy"] = npy
+    return index
+
+
+def _write_failed(path: Path, exc: OSError) -> DataError:
+    return DataError(
+        f"cannot write the decoded cache {escape_path(path)}: {exc.strerror or exc}; free space, "
+        f"lower {CACHE_MAX_VAR}, set CNNLAB_CACHE to another folder or turn the cache off"
+    )
+
+
+def _new_pixels(tmp: Path, shape: tuple[int, ...], copy_from: Path | None) -> None:
+    """Create ``tmp``: a copy of the previous pixels (an update) or zeros, with its disk space
+    allocated now — a full disk is an error here, not a SIGBUS when a mapped page is written."""
+    if copy_from is not None:
+        shutil.copyfile(copy_from, tmp)
+        return
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # unsupported: fine
+            raise
+    except AttributeError:  # not on Linux
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_index(index_file: Path, index: dict) -> None:
+    """Publish ``index`` in one rename (after syncing it), so readers see the old or the new one."""
+    tmp = index_file.with_name(f"{index_file.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(index, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, index_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _map(npy: Path) -> np.ndarray:
+    # Copy-on-write mapping: torch can wrap it (it wants a writable array) and nothing a caller
+    # does in memory can change the cache file.
+    return np.load(npy, mmap_mode="c")
+
+
+def _decode_uncached(
+    abs_paths: list[str], shape: tuple[int, ...], decode_args: tuple
+) -> tuple[np.ndarray, list[str]]:
+    tmp_dir = tempfile.mkdtemp(prefix="cnnlab-decode-")
+    try:
+        npy = Path(tmp_dir) / "decoded.npy"
+        _new_pixels(npy, shape, None)
+        status = _decode_rows(npy, list(enumerate(abs_paths)), *decode_args)
+        reasons = [status.get(i, "") for i in range(len(abs_paths))]
+        mm = _map(npy)
+        images = np.array(mm[[i for i, why in enumerate(reasons) if not why]])
+        del mm
+        return images, reasons
+    except OSError as exc:
+        raise _write_failed(Path(tmp_dir), exc) from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _usable_folder(cache_dir: str | Path | None) -> Path | None:
+    folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "decoded"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        log.warning(
+            "decoded cache %s unavailable (%s); decoding without it (set CNNLAB_CACHE to a "
+            "writable folder to keep decoded images between runs)",
+            escape_path(folder),
+            exc.strerror or exc,
+        )
+        return None
+    return folder
+
+
 def decode_files(
     paths: Sequence[str | Path],
     size: int | tuple[int, int],
@@ -151,11 +327,15 @@ def decode_files(
     progress: bool = True,
     max_pixels: int = MAX_PIXELS,
     desc: str = "decoding images",
+    sample_bytes: int | None = SAMPLE_BYTES,
 ) -> DecodedFiles:
     """Decode ``paths`` at ``size`` into a uint8 (N, C, H, W) array, through the decoded cache.
 
-    Files that cannot be decoded are left out of ``images`` and listed in ``skipped``. With
-    ``cache=False`` the pixels are decoded into a temporary file and returned in memory.
+    Files that cannot be decoded are left out of ``images`` and listed in ``skipped`` (raw paths).
+    With ``cache=False`` the pixels are decoded into a temporary file and returned in memory.
+    ``sample_bytes`` is how much of each large file the content key hashes
+    (:func:`cnnlab.data.filekeys.file_key`; None: every byte). Writing the cache fails with a
+    one-line :class:`~cnnlab.errors.DataError` naming the path (a full disk, a read-only folder).
 
     Example::
 
@@ -167,102 +347,114 @@ def decode_files(
     workers = default_workers() if workers is None else workers
     n = len(abs_paths)
     shape = (n, channels, *hw)
-    stats = [_stat(p) for p in abs_paths]
-    tmp_dir = None
-    if cache:
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        folder = root / "decoded"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if not os.access(folder, os.W_OK):
-                raise PermissionError(f"{folder} is not writable")
-        except OSError as exc:
-            warnings.warn(
-                f"decoded cache unavailable ({exc}); decoding without it (set CNNLAB_CACHE to a "
-                "writable folder to keep decoded images between runs)",
-                stacklevel=2,
-            )
-            cache = False
-    if cache:
-        key = _cache_key(abs_paths, hw, channels, max_pixels)
-    else:
-        tmp_dir = tempfile.mkdtemp(prefix="cnnlab-decode-")
-        folder, key = Path(tmp_dir), "decoded"
-    npy, index_file = folder / f"{key}.npy", folder / f"{key}.json"
-    target = npy
-    try:
-        index = json.loads(index_file.read_text()) if index_file.exists() else None
-        if index is not None and (
-            index.get("version") != CACHE_VERSION
-            or index.get("shape") != list(shape)
-            or len(index.get("stats", [])) != n
-            or not npy.exists()
-        ):
-            index = None
-        target = npy
-        if index is None:
-            # A full build goes to a private file renamed into place when complete, so a process
-            # building the same cache at the same time never sees (or truncates) a half-written one.
-            target = folder / f"{key}.{os.getpid()}.tmp.npy"
-            np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=shape).flush()
-            reasons = [""] * n
-            todo = list(range(n))
-        else:
-            reasons = list(index["reasons"])
-            todo = [i for i in range(n) if index["stats"][i] != stats[i]]
-        if todo:
-            # Invalidate first: if this update is interrupted, the next run rebuilds from scratch.
-            index_file.unlink(missing_ok=True)
-            status = _decode_rows(
-                target,
-                [(i, abs_paths[i]) for i in todo],
-                hw,
-                channels,
-                max_pixels,
-                workers,
-                progress,
-                desc,
-            )
-            for i, why in status.items():
-                reasons[i] = why
-            if target != npy:
-                os.replace(target, npy)
-            if cache:
-                tmp = index_file.with_suffix(".json.tmp")
-                tmp.write_text(
-                    json.dumps(
-                        {
-                            "version": CACHE_VERSION,
-                            "shape": list(shape),
-                            "paths": abs_paths,
-                            "stats": stats,
-                            "reasons": reasons,
-                        }
-                    )
-                )
-                tmp.replace(index_file)
+    if n == 0:
+        return DecodedFiles(images=np.zeros(shape, np.uint8), ok=[])
+    decode_args = (hw, channels, max_pixels, workers, progress, desc)
+    folder = _usable_folder(cache_dir) if cache else None
+    if folder is None:
+        images, reasons = _decode_uncached(abs_paths, shape, decode_args)
         ok = [i for i in range(n) if not reasons[i]]
         skipped = [(str(paths[i]), reasons[i]) for i in range(n) if reasons[i]]
-        # Copy-on-write mapping: torch can wrap it (it wants a writable array) and nothing a caller
-        # does in memory can change the cache file.
-        mm = np.load(npy, mmap_mode="c")
-        if not cache:
-            images = np.array(mm[ok])
-        elif len(ok) == n:
-            images = mm
-        else:
-            images = mm[ok]  # the failed rows are dropped, which needs a copy
-        del mm
-        return DecodedFiles(
-            images=images,
-            ok=ok,
-            skipped=skipped,
-            decoded=len(todo),
-            reused=n - len(todo),
-            cache_file=npy if cache else None,
+        return DecodedFiles(images=images, ok=ok, skipped=skipped, decoded=n)
+    max_bytes = cache_max_bytes()  # a bad CNNLAB_CACHE_MAX fails before any work
+    key = _cache_key(abs_paths, hw, channels, max_pixels)
+    index_file = folder / f"{key}.json"
+    keys = file_keys(abs_paths, sample_bytes, workers=workers, progress=progress)
+    mm = None
+    try:
+        index = _read_index(index_file, key, shape)
+        if index is not None and not any(
+            not same_content(a, b) for a, b in zip(index["keys"], keys, strict=True)
+        ):
+            mm = _map(index["_npy"])
+    except (_Damaged, ValueError, OSError) as exc:
+        why = str(exc) if isinstance(exc, _Damaged) else f"its pixel file cannot be mapped: {exc}"
+        log.warning(
+            "decoded cache entry %s was damaged (%s); rebuilding it", escape_path(index_file), why
         )
+        index, mm = None, None
+    if mm is not None:  # a hit: every row is current
+        todo: list[int] = []
+        reasons = list(index["reasons"])
+        npy = index["_npy"]
+        try:
+            if index["keys"] != keys:  # stat fields moved, content did not: remember the new ones
+                _write_index(index_file, {**_public(index), "keys": keys})
+            else:
+                os.utime(index_file)  # marks the entry as recently used, for eviction
+        except OSError:
+            pass  # a read-only cache is still a valid cache
+    else:
+        old = index["_npy"] if index is not None else None
+        if index is None:
+            todo, reasons = list(range(n)), [""] * n
+        else:
+            todo = [i for i in range(n) if not same_content(index["keys"][i], keys[i])]
+            reasons = list(index["reasons"])
+        npy, mm = _build(folder, key, shape, old, todo, abs_paths, reasons, decode_args)
+        st = npy.stat()
+        entry = {
+            "version": CACHE_VERSION,
+            "shape": list(shape),
+            "npy": npy.name,
+            "npy_size": st.st_size,
+            "npy_mtime_ns": st.st_mtime_ns,
+            "keys": keys,
+            "reasons": reasons,
+        }
+        try:
+            _write_index(index_file, entry)
+        except OSError as exc:
+            raise _write_failed(index_file, exc) from None
+        if old is not None and old != npy:
+            old.unlink(missing_ok=True)  # the superseded pixels; a process mapping them keeps them
+    enforce_limit(folder, key, max_bytes)
+    ok = [i for i in range(n) if not reasons[i]]
+    skipped = [(str(paths[i]), reasons[i]) for i in range(n) if reasons[i]]
+    images = mm if len(ok) == n else mm[ok]  # the failed rows are dropped, which needs a copy
+    return DecodedFiles(
+        images=images,
+        ok=ok,
+        skipped=skipped,
+        decoded=len(todo),
+        reused=n - len(todo),
+        cache_file=npy,
+        index_file=index_file,
+    )
+
+
+def _public(index: dict) -> dict:
+    return {k: v for k, v in index.items() if not k.startswith("_")}
+
+
+def _build(
+    folder: Path,
+    key: str,
+    shape: tuple[int, ...],
+    old: Path | None,
+    todo: list[int],
+    abs_paths: list[str],
+    reasons: list[str],
+    decode_args: tuple,
+) -> tuple[Path, np.ndarray]:
+    """Write a new pixel file (the old one's rows, with ``todo`` decoded again) and map it."""
+    gen = os.urandom(4).hex()
+    tmp = folder / f"{key}.{gen}.{os.getpid()}.tmp"
+    npy = folder / f"{key}.{gen}.npy"
+    try:
+        try:
+            _new_pixels(tmp, shape, old)
+        except OSError as exc:
+            raise _write_failed(tmp, exc) from None
+        status = _decode_rows(tmp, [(i, abs_paths[i]) for i in todo], *decode_args)
+        for i, why in status.items():
+            reasons[i] = why
+        try:
+            _fsync(tmp)
+            os.replace(tmp, npy)
+        except OSError as exc:
+            raise _write_failed(npy, exc) from None
+        # Mapped before the index is published: once mapped, a sweeping process may delete it.
+        return npy, _map(npy)
     finally:
-        if target != npy:  # an interrupted full build leaves no stray file behind
-            target.unlink(missing_ok=True)
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp.unlink(missing_ok=True)  # an interrupted build leaves no stray file behind

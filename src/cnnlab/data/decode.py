@@ -47,16 +47,26 @@ def decode_image(
     Transparent images are composited on white; palette, grayscale, CMYK and 16-bit images are
     converted to ``channels`` (1 or 3). The image is resized (bilinear, whole image) to ``size``.
 
-    Raises ``ValueError`` with a short reason for empty, truncated, undecodable or oversized files
-    (and ``FileNotFoundError`` when the file does not exist).
+    Raises ``ValueError`` with a short reason for empty, truncated, undecodable, oversized or
+    unreadable files (and ``FileNotFoundError`` when the file does not exist). Pillow's warnings
+    about decodable files are silenced: a normal folder decodes without a single warning.
     """
     path = Path(path)
-    if path.stat().st_size == 0:
+    try:
+        empty = path.stat().st_size == 0
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # permission denied, an I/O error, a name too long: say which
+        raise ValueError(f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
+    if empty:
         raise ValueError("empty file")
     h, w = (size, size) if isinstance(size, int) else size
     # Another library may have switched this global on; truncated files must fail, not half-decode.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     with warnings.catch_warnings():
+        # Pillow warns about odd-but-decodable files (corrupt EXIF, palette transparency, MPO
+        # quirks): per-image noise a user cannot act on. Decompression bombs stay an error.
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as im:
@@ -74,7 +84,10 @@ def decode_image(
         ) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, OSError) and exc.errno is not None:  # the filesystem, not Pillow
+                reason = f"cannot read the file: {exc.strerror or type(exc).__name__}"
+            else:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ValueError(reason[:200]) from None
 
 
