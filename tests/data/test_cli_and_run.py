@@ -51,7 +51,7 @@ def test_training_on_a_folder_with_bad_files_lists_them_in_skipped_txt(
             ]
         )  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert any("skipped 2 of 14" in str(w.message) for w in caught)
+    assert [str(w.message) for w in caught if "skipped" in str(w.message)] == []  # no raw warning
     listed = (tmp_path / "runs" / "r" / "skipped.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in listed) == sorted(
         [str(root / "red" / "zero.jpg"), str(root / "blue" / "fake.png")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -11,9 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import class_weights, load_dataset
+from cnnlab.data import (
+    class_weights,
+    escape_path,
+    format_skipped,
+    load_dataset,
+    parse_skipped,
+    skipped_summary,
+    unescape_path,
+)
 from cnnlab.data.cache import decode_files
 from cnnlab.data.decode import decode_image
+from cnnlab.data.imagefolder import scan_folder
 from cnnlab.errors import DataError
 
 
@@ -63,8 +73,7 @@ def test_messy_folder_loads_every_good_image_and_reports_each_bad_one(tmp_path):
     assert train.images.shape[1:] == (3, 8, 8) and train.images.dtype == torch.uint8
     assert sorted(p for p, _ in train.skipped) == sorted(str(p) for p in bad)
     assert all(why for _, why in train.skipped)
-    msgs = [str(w.message) for w in caught if "skipped" in str(w.message)]
-    assert len(msgs) == 1 and "skipped 3 of 12" in msgs[0]
+    assert [str(w.message) for w in caught] == []  # skipped files are data, not warnings
     by_path = dict(zip(train.paths + test.paths, torch.cat([train.images, test.images])))
     assert by_path[str(good[7])].min() == 255  # transparent pixels composited on white
     gray = by_path[str(good[2])]
@@ -119,7 +128,7 @@ def test_cache_is_reused_when_nothing_changed_and_rebuilt_when_a_file_changes(tm
 def test_interrupted_cache_update_is_rebuilt(tmp_path):
     files = [_img(tmp_path / f"{i}.png", (i, i, i)) for i in range(3)]
     out = decode_files(files, 4, 3, cache_dir=tmp_path / "c", workers=0)
-    out.cache_file.with_suffix(".json").unlink()  # as if the process died mid-update
+    out.index_file.unlink()  # as if the process died before publishing the index
     assert decode_files(files, 4, 3, cache_dir=tmp_path / "c", workers=0).decoded == 3
 
 
@@ -197,3 +206,115 @@ def test_all_files_broken_is_an_error(tmp_path):
     with pytest.raises(DataError, match="could be decoded"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         load_dataset("imagefolder", data_dir=tmp_path, cache_dir=tmp_path / "c")
+
+
+def _two_classes(root, n=3):
+    for cls, color in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+        for i in range(n):
+            _img(root / cls / f"{i}.png", tuple(c + i for c in color))
+
+
+def _log_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_symlink_back_into_the_dataset_is_not_a_class(tmp_path, caplog):
+    root = tmp_path / "photos"
+    _two_classes(root)
+    os.symlink(root, root / "all")  # top level, to the dataset root itself
+    os.symlink(root / "cat", root / "dog" / "cats-too")  # nested, to another class
+    os.symlink(root / "cat" / "0.png", root / "dog" / "linked.png")  # a file inside the root
+    os.symlink(root / "dog" / "loop", root / "dog" / "loop")  # a link to itself
+    with caplog.at_level(logging.WARNING):
+        splits = load_dataset(
+            "imagefolder", data_dir=root, image_size=4, cache_dir=tmp_path / "c",
+            val_fraction=0.34,
+        )  # fmt: skip
+    assert splits.train.classes == ["cat", "dog"]
+    assert len(splits.train) + len(splits.test) == 6  # no image counted twice
+    lines = _log_lines(caplog)
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "ignored 3 symlink(s)" in lines[0] and "all" in lines[0]
+
+
+def test_a_symlink_leading_out_of_the_dataset_is_followed_once(tmp_path, caplog):
+    root, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    _two_classes(root)
+    for i in range(2):
+        _img(elsewhere / "birds" / f"{i}.png", (0, 200, 0))
+    os.symlink(elsewhere / "birds", root / "bird")  # how datasets get assembled from parts
+    os.symlink(elsewhere / "birds", root / "cat" / "also-birds")  # the same folder again
+    os.symlink(elsewhere, elsewhere / "birds" / "up")  # and a cycle out there
+    with caplog.at_level(logging.WARNING):
+        classes, items = scan_folder(root)
+    assert classes == ["bird", "cat", "dog"]
+    assert [lab for _, lab in items].count(0) == 2 and len(items) == 8
+    assert len(_log_lines(caplog)) == 1
+
+
+def test_odd_file_names_are_skipped_and_listed_one_line_each(tmp_path):
+    root = tmp_path / "photos"
+    _two_classes(root)
+    raw = os.fsencode(root / "cat") + b"/caf\xe9-latin1.png"  # not valid UTF-8
+    with open(raw, "wb"):
+        pass  # zero bytes
+    tab = root / "dog" / "a\tb.png"
+    newline = root / "dog" / "fake\nline.png"
+    backslash = root / "cat" / "c:\\d.png"
+    for p in (tab, newline, backslash):
+        p.write_bytes(b"not an image")
+    weird_good = _img(root / "dog" / "ok\t\u00e9.png", (0, 0, 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing about these names may warn either
+        splits = load_dataset(
+            "imagefolder", data_dir=root, image_size=4, cache_dir=tmp_path / "c",
+            val_fraction=0.3,
+        )  # fmt: skip
+    skipped = splits.train.skipped
+    assert len(skipped) == 4
+    text = format_skipped(skipped)
+    text.encode("utf-8")  # writable as UTF-8: no lone surrogates left
+    lines = text.splitlines()
+    assert len(lines) == 4 and all(line.count("\t") == 1 for line in lines)
+    back = {os.fsencode(unescape_path(p)) for p, _ in parse_skipped(text)}
+    assert back == {raw, os.fsencode(tab), os.fsencode(newline), os.fsencode(backslash)}
+    assert all(os.path.exists(unescape_path(p)) for p, _ in parse_skipped(text))
+    assert dict(skipped)[escape_path(raw)] == "empty file"
+    assert str(weird_good) in splits.train.paths + splits.test.paths  # decodable: kept
+    summary = skipped_summary(len(skipped), tmp_path / "runs" / "r\nx" / "skipped.txt", 11)
+    assert "\n" not in summary and summary.startswith("skipped 4 of 11 image files")
+
+
+def test_format_skipped_makes_raw_entries_safe_too():
+    raw = [("a\nb.png", "bad\tthing"), (os.fsdecode(b"\xff.png"), "empty file")]
+    lines = format_skipped(raw).splitlines()
+    assert len(lines) == 2 and lines[0] == "a\\nb.png\tbad\\tthing"
+    assert lines[1] == "\\xff.png\tempty file"
+
+
+def test_escaping_round_trips_every_name():
+    names = [b"plain.png", b"a\\tb", b"\\x41", b"\xff\xfe", b"tab\there", b"nl\nx", b"\x7f\x1b",
+             "猫 é".encode(), b"end\\"]  # fmt: skip
+    for name in names:
+        shown = escape_path(name)
+        assert shown.isprintable() and unescape_path(shown) == os.fsdecode(name)
+    assert escape_path("猫 é.png") == "猫 é.png"  # printable text stays readable
+
+
+def test_a_validation_folder_linked_to_the_training_folder_is_refused(tmp_path):
+    _two_classes(tmp_path / "d" / "train")
+    os.symlink(tmp_path / "d" / "train", tmp_path / "d" / "val")
+    with pytest.raises(DataError, match="same images"):
+        load_dataset("imagefolder", data_dir=tmp_path / "d", cache_dir=tmp_path / "c")
+
+
+def test_broken_links_and_fifos_never_hang_or_crash(tmp_path):
+    root = tmp_path / "photos"
+    _two_classes(root)
+    os.symlink(root / "nowhere.png", root / "cat" / "broken.png")
+    os.mkfifo(root / "dog" / "pipe.png")  # opening it to read would block forever
+    splits = load_dataset(
+        "imagefolder", data_dir=root, image_size=4, cache_dir=tmp_path / "c", val_fraction=0.34
+    )
+    assert [p.rsplit("/", 1)[-1] for p, _ in splits.train.skipped] == ["broken.png"]
+    assert "no such file" in splits.train.skipped[0][1]

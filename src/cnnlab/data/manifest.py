@@ -16,6 +16,7 @@ from pathlib import Path
 from cnnlab.data.base import DatasetSplits, register_dataset
 from cnnlab.data.decode import MAX_PIXELS
 from cnnlab.data.imagefolder import DEFAULT_IMAGE_SIZE, decode_items
+from cnnlab.data.skipped import escape_path
 from cnnlab.data.splits import stratified_split
 from cnnlab.errors import DataError
 
@@ -42,8 +43,17 @@ def _find_manifest(data_dir: str | Path | None) -> Path:
 
 def read_manifest(path: Path) -> list[tuple[str, str, str]]:
     """(path, label, split) rows of the manifest; ``split`` is '' when there is no split column."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"CSV manifest {escape_path(path)} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except (OSError, csv.Error) as exc:
+        raise DataError(
+            f"cannot read CSV manifest {escape_path(path)}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if not rows:
         raise DataError(f"CSV manifest {path} is empty; expected path,label rows")
     head = [c.strip().lower() for c in rows[0]]
@@ -92,7 +102,7 @@ def load_csv(
     rows = read_manifest(manifest)
     base = manifest.parent
     files = [(Path(p) if Path(p).is_absolute() else base / p) for p, _, _ in rows]
-    missing = [str(f) for f in files if not f.is_file()]
+    missing = [escape_path(f) for f in files if not f.is_file()]
     if missing:
         raise DataError(
             f"{manifest} names {len(missing)} missing file(s) (paths are relative to {base}): "
