@@ -1,14 +1,13 @@
-"""The HTTP service through a real uvicorn process on 127.0.0.1: endpoints, bad inputs, concurrency."""
+"""The HTTP service through a real uvicorn process on 127.0.0.1: endpoints, bad inputs, concurrency.
+
+The server is the session's shared one (tests/deploy/conftest.py): API key set, 1 MB bodies,
+ONNX Runtime backend, warnings not silenced.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -16,81 +15,19 @@ import pytest
 from PIL import Image
 
 import cnnlab
-from cnnlab.data import load_dataset
+from tests.deploy.conftest import KEY
 
-API_KEY = "s3cret-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+H = KEY
 
 
 @pytest.fixture(scope="module")
-def server(digits_run):
-    port = _free_port()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "CNNLAB_API_KEY": API_KEY}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cnnlab",
-            "serve",
-            "--run",
-            str(digits_run),
-            "--port",
-            str(port),
-            "--backend",
-            "onnx",
-            "--max-batch",
-            "16",
-            "--max-wait-ms",
-            "10",
-            "--max-body-mb",
-            "1",
-            "--max-pixels",
-            "4000000",
-            "--queue-size",
-            "128",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):  # bounded: at most ~60 s for start-up on a busy machine
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode())
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not start")
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def server(shared_server):
+    return shared_server.base
 
 
 @pytest.fixture(scope="module")
-def samples():
-    test = load_dataset("digits").test
-    out = []
-    for img, y in zip(test.images[:64], test.labels[:64]):
-        buf = io.BytesIO()
-        Image.fromarray(img[0].numpy()).save(buf, format="PNG")
-        out.append((buf.getvalue(), int(y)))
-    return out
-
-
-H = {"X-API-Key": API_KEY}
+def samples(digit_pngs):
+    return digit_pngs
 
 
 def test_health_metadata_metrics(server, digits_run):
@@ -98,7 +35,7 @@ def test_health_metadata_metrics(server, digits_run):
     meta = httpx.get(f"{server}/metadata", headers=H).json()
     assert meta["classes"] == [str(i) for i in range(10)] and meta["input_size"] == [1, 28, 28]
     assert len(meta["model_hash"]) == 64 and meta["backend"] == "onnx"
-    text = httpx.get(f"{server}/metrics").text
+    text = httpx.get(f"{server}/metrics", headers=H).text
     assert "# TYPE cnnlab_request_latency_seconds histogram" in text
     assert "cnnlab_requests_total" in text
 
@@ -137,7 +74,7 @@ def test_multipart_raw_and_many(server, samples, digits_run):
 
 def _bomb() -> bytes:
     buf = io.BytesIO()
-    Image.new("L", (5000, 5000)).save(buf, format="PNG")  # 25 MP > the 4 MP limit, ~25 KB
+    Image.new("L", (7000, 7000)).save(buf, format="PNG")  # 49 MP > the 40 MP limit, ~50 KB
     return buf.getvalue()
 
 
@@ -191,7 +128,7 @@ def test_64_concurrent_requests_all_correct_then_healthy(server, samples, digits
     assert [s for s, _ in results] == [200] * 64
     assert [lab for _, lab in results] == expected
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
-    text = httpx.get(f"{server}/metrics").text
+    text = httpx.get(f"{server}/metrics", headers=H).text
     batches = float(
         next(ln.split()[1] for ln in text.splitlines() if ln.startswith("cnnlab_batches_total"))
     )

@@ -176,3 +176,12 @@ def test_every_zoo_classifier_can_be_explained(name):
     for method in ("gradcam", "gradcam++", "saliency"):
         e = explain(model, x, method=method)
         assert e.maps.shape == (1, size, size) and np.isfinite(e.maps).all()
+
+
+def test_explain_module_reexports_the_cam_arithmetic():
+    # the maths moved down to cnnlab.inspect.cam so the service can draw the same maps
+    from cnnlab.evaluate import explain as evaluate_explain
+    from cnnlab.inspect import cam
+
+    for name in ("explain", "find_target_layer", "Explanation", "METHODS"):
+        assert getattr(evaluate_explain, name) is getattr(cam, name)
