@@ -5,8 +5,17 @@ Importing this package registers the sources: ``digits`` (embedded), ``mnist``, 
 ``csv`` (a path,label manifest).
 """
 
-from cnnlab.data import cifar, digits, idx, imagefolder, manifest  # noqa: F401  (register sources)
-from cnnlab.data import scenes  # noqa: F401  (register the dense sources)
+from cnnlab.data import (  # noqa: F401  (register sources; coco, masks, scenes, yolo: dense)
+    cifar,
+    coco,
+    digits,
+    idx,
+    imagefolder,
+    manifest,
+    mask_folder,
+    scenes,
+    yolo_labels,
+)
 from cnnlab.data.augment import BatchTransform, build_batch_transform, list_augmentations
 from cnnlab.data.base import (
     DatasetSplits,

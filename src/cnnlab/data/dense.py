@@ -21,9 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from cnnlab.data.decode import decode_image
 from cnnlab.data.loader import normalize_batch
 from cnnlab.errors import DataError
 
@@ -320,3 +323,145 @@ def boxes_from_instances(instances: torch.Tensor, count: int) -> tuple[torch.Ten
         )
         areas[j] = m.sum()
     return boxes, areas
+
+
+# ------------------------------------------------------------------------------ files → a dataset
+
+DEFAULT_DENSE_SIZE = 128
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class DenseRecord:
+    """One image file and its labels in the file's own pixels, before decoding.
+
+    ``boxes`` are xyxy pixel edges, ``labels`` class ids ``0..K-1``; ``mask`` (optional) returns
+    the semantic mask (H, W) uint8 of the original image (0 background, ``k + 1`` class ``k``,
+    255 ignored) and may raise ``ValueError`` with a reason.
+    """
+
+    path: str
+    boxes: list[list[float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    mask: Callable[[], object] | None = None
+
+
+def image_size_of(path: str) -> tuple[int, int]:
+    """(H, W) of an image file as decoded (EXIF rotation applied), from its header only."""
+    with Image.open(path) as im:
+        w, h = im.size
+        try:
+            turned = im.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+        except Exception:  # a corrupt EXIF block: decode_image ignores it too
+            turned = False
+    return (w, h) if turned else (h, w)
+
+
+def decode_dense(
+    records: Sequence[DenseRecord],
+    classes: list[str],
+    name: str,
+    *,
+    size: int | None = None,
+    channels: int = 3,
+    has_boxes: bool = True,
+    has_masks: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
+) -> DenseDataset:
+    """Decode ``records`` at ``size`` x ``size`` (stretched) with boxes scaled and masks nearest.
+
+    An image that is missing or cannot be decoded, or whose mask is unreadable or of another size,
+    is skipped and listed in ``skipped`` with the reason (like a corrupt image of a folder); boxes
+    were already validated by the format readers.
+    """
+    size = int(size or DEFAULT_DENSE_SIZE)
+    skipped = list(skipped or [])
+    images, boxes, labels, masks, paths = [], [], [], [], []
+    for r in records:
+        try:
+            h, w = image_size_of(r.path)
+            img = decode_image(r.path, size, channels)
+        except FileNotFoundError:
+            skipped.append((r.path, "image file not found"))
+            continue
+        except (ValueError, OSError, SyntaxError) as exc:
+            skipped.append((r.path, str(exc).splitlines()[0][:200] or type(exc).__name__))
+            continue
+        mask = None
+        if has_masks:
+            try:
+                m = np.asarray(r.mask()) if r.mask is not None else np.zeros((h, w), np.uint8)
+            except (ValueError, OSError, SyntaxError) as exc:
+                skipped.append((r.path, f"mask: {str(exc).splitlines()[0][:200]}"))
+                continue
+            if m.shape != (h, w):
+                skipped.append(
+                    (r.path, f"mask is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}")
+                )
+                continue
+            mt = torch.from_numpy(np.ascontiguousarray(m, dtype=np.uint8))[None, None].float()
+            mask = F.interpolate(mt, size=(size, size), mode="nearest-exact")[0, 0]
+            masks.append(mask.to(torch.uint8))
+        scale = torch.tensor([size / w, size / h, size / w, size / h])
+        boxes.append(torch.tensor(r.boxes, dtype=torch.float32).reshape(-1, 4) * scale)
+        labels.append(torch.tensor(r.labels, dtype=torch.int64))
+        images.append(torch.from_numpy(np.array(img, np.uint8)))
+        paths.append(r.path)
+    if not images:
+        raise DataError(
+            f"no image of '{name}' could be loaded ({len(skipped)} skipped"
+            + (f", first: {skipped[0][0]}: {skipped[0][1]}" if skipped else "")
+            + ")"
+        )
+    return DenseDataset(
+        images=torch.stack(images),
+        boxes=boxes if has_boxes else None,
+        box_labels=labels if has_boxes else None,
+        masks=torch.stack(masks) if has_masks else None,
+        classes=list(classes),
+        name=name,
+        paths=paths,
+        skipped=skipped,
+    )
+
+
+def box_problem(box: Sequence[float], width: int, height: int, tol: float = 1.0) -> str | None:
+    """Why an xyxy box cannot be used (outside the image, empty, not finite), or None if fine."""
+    if len(box) != 4 or not all(np.isfinite(v) for v in box):
+        return f"box {list(box)} is not four finite numbers"
+    x1, y1, x2, y2 = box
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        return f"box {[round(v, 1) for v in box]} has no area"
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        return f"box {[round(v, 1) for v in box]} lies outside the {width}x{height} image"
+    return None
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> list[float]:
+    """``box`` clipped to the image (after :func:`box_problem` allowed its rounding slack)."""
+    x1, y1, x2, y2 = box
+    return [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)]
+
+
+def split_records(
+    records: list[DenseRecord], val_fraction: float, seed: int = 0
+) -> tuple[list[DenseRecord], list[DenseRecord]]:
+    """A fixed random train/validation split of one annotated folder (seed 0: every run alike)."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1; got {val_fraction}")
+    if len(records) < 2:
+        raise DataError(f"need at least 2 annotated images to split; found {len(records)}")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(records), generator=g).tolist()
+    n_val = max(1, round(val_fraction * len(records)))
+    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
+
+
+def share_skipped(train: DenseDataset, test: DenseDataset) -> DatasetPair:
+    """Both splits listing every skipped file (the run writes one ``skipped.txt``)."""
+    both = train.skipped + [s for s in test.skipped if s not in train.skipped]
+    train.skipped, test.skipped = both, list(both)
+    return train, test
+
+
+DatasetPair = tuple[DenseDataset, DenseDataset]
