@@ -68,11 +68,19 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model by name.
 
     Keyword arguments go to the builder: ``num_classes``, ``in_chans`` and family-specific options.
-    ``pretrained=PATH`` loads local weights (never downloads). Example::
+    ``pretrained=PATH`` loads local weights (never downloads): a ``.safetensors`` / ``.pth`` file,
+    a cnnlab run, or a timm / Hugging Face folder, whose exactness options (such as Hugging Face
+    EfficientNet's ``tf_padding=True``) are filled in unless given. Example::
 
         model = get_model("resnet18", num_classes=10, in_chans=1, small_input=True)
+        model = get_model("convnext_tiny", num_classes=5, pretrained="hub/convnext-tiny-224")
     """
     pretrained = kwargs.pop("pretrained", None)
+    if pretrained:
+        from cnnlab.models.pretrained import builder_defaults  # lazy: pretrained imports the zoo
+
+        for key, value in builder_defaults(pretrained, name).items():
+            kwargs.setdefault(key, value)
     model = get_model_builder(name)(**kwargs)
     # Record how the model was built so a checkpoint can rebuild it with no code from the run.
     model.cnnlab_arch = {"name": name, "kwargs": dict(kwargs)}

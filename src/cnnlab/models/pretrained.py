@@ -1,4 +1,5 @@
-"""Load local weights into a cnnlab model: safetensors, torchvision ``.pth`` files, cnnlab runs.
+"""Load local weights into a cnnlab model: safetensors, torchvision ``.pth`` files, cnnlab runs,
+timm folders and Hugging Face image-classification folders.
 
 :func:`load_pretrained` is what ``get_model(name, pretrained=PATH)`` and ``--pretrained PATH`` call.
 Nothing is ever downloaded, and pickles are opened with ``torch.load(weights_only=True)`` so a file
@@ -11,6 +12,10 @@ refused:
   1-channel model (``stem="mean"``, or summed with ``stem="sum"``, which keeps the activation scale
   of a gray image whose three channels would be equal), or repeated cyclically and rescaled by
   ``old/new`` channels for any other count.
+
+A timm or Hugging Face folder is first mapped onto cnnlab's names by :mod:`cnnlab.models.foreign`
+(which reads its ``config.json`` to know the architecture), then loaded like any other file; its
+BatchNorm ``eps`` is folded into the running variance when the model's differs.
 
 Everything else must match: any other shape mismatch, missing or unexpected key raises a one-line
 :class:`~cnnlab.errors.RunError` listing the offending keys (with both shapes for mismatches).
@@ -27,10 +32,14 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.models.foreign import detect_flavour, mapped_state, read_foreign, read_target
+from cnnlab.models.foreign.files import read_tensor_file
+from cnnlab.models.foreign.specs import bn_eps_of
 
-# Prefixes wrappers add to every key: DistributedDataParallel/DataParallel and torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MAX_LISTED = 8
+# Builder options that make a zoo model compute exactly what a foreign checkpoint computed (TF
+# padding, another eps); get_model() fills them from the checkpoint unless the caller chose.
+EQUIVALENCE_KWARGS = ("tf_padding", "bn_eps", "norm_eps", "head_norm_eps")
 
 # Key renames for checkpoints saved by older code, applied only when the old key is unknown to the
 # model and the new one is known. torchvision's published DenseNet files still use the pre-0.3
@@ -54,23 +63,27 @@ class PretrainedReport:
     adapted: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    foreign: object | None = None  # the ForeignReport of a timm / Hugging Face source
 
     def __str__(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        if self.foreign is not None:
+            parts[0] += f" ({self.foreign})"
         if self.adapted:
             parts.append(f"adapted {', '.join(self.adapted)} to the input channels")
         if self.reinitialised:
             parts.append(f"re-initialised {', '.join(self.reinitialised)} (new classes)")
         if self.ignored:
             parts.append(f"ignored {len(self.ignored)} tensors of heads this model does not have")
-        return "; ".join(parts)
+        return "; ".join(parts + self.notes)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` file, a ``.pth``/``.pt`` state dict or a cnnlab run directory.
 
-    ``{"state_dict": ...}`` and ``{"model": ...}`` wrappers (common training-script checkpoints) are
-    unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped.
+    ``{"state_dict": ...}``, ``{"state_dict_ema": ...}`` and ``{"model": ...}`` wrappers (common
+    training-script checkpoints) are unwrapped and ``module.`` / ``_orig_mod.`` prefixes stripped.
     """
     p = Path(path)
     if p.is_dir():
@@ -80,53 +93,57 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         p = weights
     if not p.is_file():
         raise RunError(f"pretrained weights not found: {p}")
-    suffix = p.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    return read_tensor_file(p)[0]
 
-        try:
-            state = load_file(str(p), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise RunError(f"cannot read {p} as safetensors: {_one_line(e)}") from None
-    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling refusals and corrupt files raise many types
-            raise RunError(
-                f"cannot read {p} as a weights-only torch file (cnnlab never unpickles code): "
-                f"{_one_line(e)}"
-            ) from None
-        state = _unwrap(obj, p)
-    else:
+
+def builder_defaults(path: str | Path, name: str) -> dict:
+    """Builder options a timm / Hugging Face checkpoint at ``path`` needs to be reproduced exactly
+    by zoo model ``name`` (e.g. ``tf_padding=True`` for Hugging Face's EfficientNet); empty for other
+    sources or other architectures."""
+    target = read_target(path)
+    if target is None or target.name != name:
+        return {}
+    return {k: v for k, v in target.kwargs.items() if k in EQUIVALENCE_KWARGS}
+
+
+def _foreign_source(
+    model: nn.Module, path: str | Path
+) -> tuple[dict[str, torch.Tensor], PretrainedReport] | None:
+    """A timm / Hugging Face checkpoint mapped onto cnnlab names for ``model``, or None."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    if not (folder / "config.json").is_file() or detect_flavour(p) not in ("timm", "hf"):
+        return None
+    from cnnlab.models._registry import get_model  # the registry imports this module lazily
+
+    ckpt = read_foreign(p)
+    arch = getattr(model, "cnnlab_arch", {}).get("name")
+    if arch is not None and arch != ckpt.target.name:
         raise RunError(
-            f"unsupported weights file {p.name}: expected .safetensors, .pth/.pt, or a run directory"
+            f"{p} holds {ckpt.flavour} {ckpt.architecture}, which maps onto cnnlab "
+            f"{ckpt.target.name}, not {arch}; build {ckpt.target.name} to load it"
         )
-    return _strip_prefixes(state)
-
-
-def _unwrap(obj: object, p: Path) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj:
-        raise RunError(f"{p} does not hold a state dict (a mapping of names to tensors)")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise RunError(f"{p} is not a plain state dict: non-tensor entries {_listing(bad)}")
-    return obj  # type: ignore[return-value]
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                changed = True
-    return state
+    reference = get_model(ckpt.target.name, **ckpt.target.kwargs)
+    state, foreign = mapped_state(ckpt, reference)
+    report = PretrainedReport(source=str(path), foreign=foreign)
+    # BatchNorms whose eps differ from the reference's keep their outputs through running_var.
+    ref_eps, eps = bn_eps_of(reference), bn_eps_of(model)
+    if ref_eps != eps:
+        for k in state:
+            if k.endswith("running_var"):
+                state[k] = state[k] + (ref_eps - eps)
+    built = getattr(model, "cnnlab_arch", {}).get("kwargs", {})
+    differ = [
+        f"{k}={v!r}"
+        for k, v in ckpt.target.kwargs.items()
+        if k in EQUIVALENCE_KWARGS and k != "bn_eps" and built.get(k) != v
+    ]
+    if differ:
+        report.notes.append(
+            f"the source computes with {', '.join(differ)}; this model was built without, so its "
+            "outputs differ slightly (fine for fine-tuning)"
+        )
+    return state, report
 
 
 def _rename_legacy_keys(
@@ -142,11 +159,6 @@ def _rename_legacy_keys(
                     break
         out[key] = value
     return out
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text[:200] + ("…" if len(text) > 200 else "")
 
 
 def _listing(keys: list[str]) -> str:
@@ -203,8 +215,12 @@ def load_pretrained(
     if stem not in ("mean", "sum"):
         raise ConfigError(f"unknown stem adaptation '{stem}'; valid: mean, sum")
     target = model.state_dict()
-    source = _rename_legacy_keys(read_state_dict(path), target)
-    report = PretrainedReport(source=str(path))
+    foreign = _foreign_source(model, path)
+    if foreign is not None:
+        source, report = foreign
+    else:
+        source = _rename_legacy_keys(read_state_dict(path), target)
+        report = PretrainedReport(source=str(path))
     heads, aux = _head_prefixes(model), _aux_prefixes(model)
     in_chans = getattr(model, "in_chans", None)
     stem_key = _stem_key(target, in_chans) if in_chans is not None else None

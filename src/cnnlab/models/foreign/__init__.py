@@ -15,7 +15,12 @@ Example::
 """
 
 from cnnlab.models.foreign.convert import ForeignReport, convert, foreign_state, mapped_state
-from cnnlab.models.foreign.detect import ForeignCheckpoint, detect_flavour, read_foreign
+from cnnlab.models.foreign.detect import (
+    ForeignCheckpoint,
+    detect_flavour,
+    read_foreign,
+    read_target,
+)
 from cnnlab.models.foreign.files import read_tensor_file
 from cnnlab.models.foreign.preprocessing import Preprocessing, from_run_config
 from cnnlab.models.foreign.specs import (
@@ -41,6 +46,7 @@ __all__ = [
     "hf_config_for",
     "mapped_state",
     "read_foreign",
+    "read_target",
     "read_tensor_file",
     "supported_timm",
     "timm_arch_for",

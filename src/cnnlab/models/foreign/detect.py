@@ -146,41 +146,64 @@ def _read_run(folder: Path, weights: Path) -> ForeignCheckpoint:
     )  # fmt: skip
 
 
-def _read_timm(folder: Path, weights: Path) -> ForeignCheckpoint:
+def _timm_meta(folder: Path, state: dict[str, torch.Tensor] | None = None) -> tuple:
     cfg = read_json(folder / "config.json")
-    state, container = read_tensor_file(weights)
     pc = cfg.get("pretrained_cfg") or cfg
     arch = str(cfg["architecture"])
-    num_classes = int(cfg.get("num_classes") or pc.get("num_classes") or _head_and_stem(state)[0])
+    n = cfg.get("num_classes") or pc.get("num_classes")
+    if n is None:
+        if state is None:
+            return arch, None, None, None
+        n = _head_and_stem(state)[0]
     args = cfg.get("model_args") or {}
     in_chans = int(args.get("in_chans") or (pc.get("input_size") or [3])[0])
-    target = timm_target(arch, num_classes, in_chans)
-    labels = _labels(
-        cfg.get("label_names") or cfg.get("labels") or pc.get("label_names"), num_classes
-    )
-    return ForeignCheckpoint(
-        folder, "timm", arch, target, state, labels, from_timm_config(cfg, in_chans), container
-    )
+    target = timm_target(arch, int(n), in_chans)
+    labels = _labels(cfg.get("label_names") or cfg.get("labels") or pc.get("label_names"), int(n))
+    return arch, target, labels, from_timm_config(cfg, in_chans)
 
 
-def _read_hf(folder: Path, weights: Path) -> ForeignCheckpoint:
-    cfg = read_json(folder / "config.json")
+def _read_timm(folder: Path, weights: Path) -> ForeignCheckpoint:
     state, container = read_tensor_file(weights)
+    arch, target, labels, pre = _timm_meta(folder, state)
+    return ForeignCheckpoint(folder, "timm", arch, target, state, labels, pre, container)
+
+
+def _hf_meta(folder: Path) -> tuple:
+    cfg = read_json(folder / "config.json")
     target = hf_target(cfg)
     n, c = target.kwargs["num_classes"], target.kwargs["in_chans"]
     labels = _labels(cfg.get("id2label"), n)
     proc_path = folder / "preprocessor_config.json"
-    notes = list(target.notes)
+    notes = []
     if proc_path.is_file():
         pre = from_hf_processor(read_json(proc_path), c, str(cfg["model_type"]))
     else:
         size = int(cfg.get("image_size", 224))
         pre = Preprocessing((c, size, size), (0.485, 0.456, 0.406)[:c], (0.229, 0.224, 0.225)[:c])
         notes.append("no preprocessor_config.json: assumed ImageNet mean/std, squash resize")
-    arch = (cfg.get("architectures") or [cfg["model_type"]])[0]
-    return ForeignCheckpoint(
-        folder, "hf", str(arch), target, state, labels, pre, container, tuple(notes)
-    )
+    arch = str((cfg.get("architectures") or [cfg["model_type"]])[0])
+    return arch, target, labels, pre, tuple(notes)
+
+
+def _read_hf(folder: Path, weights: Path) -> ForeignCheckpoint:
+    state, container = read_tensor_file(weights)
+    arch, target, labels, pre, notes = _hf_meta(folder)
+    return ForeignCheckpoint(folder, "hf", arch, target, state, labels, pre, container, notes)
+
+
+def read_target(path: str | Path) -> Target | None:
+    """The cnnlab model a timm or Hugging Face folder maps onto, from its config alone (no
+    weights read); None for anything else (runs, bare files)."""
+    p = Path(path)
+    if not (p if p.is_dir() else p.parent).joinpath("config.json").is_file():
+        return None
+    flavour = detect_flavour(p)
+    folder = p if p.is_dir() else p.parent
+    if flavour == "timm":
+        return _timm_meta(folder)[1]
+    if flavour == "hf":
+        return _hf_meta(folder)[1]
+    return None
 
 
 def _read_bare(weights: Path, arch: str | None) -> ForeignCheckpoint:

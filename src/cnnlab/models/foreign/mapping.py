@@ -182,7 +182,10 @@ def _vit_rename(flavour: str) -> Callable[[str], str | None]:
                 (r"head\.(weight|bias)", r"heads.head.\1"),
             )
         )
-    layer = r"vit\.encoder\.layer\.(\d+)\."
+    # Files (and transformers < 5) name layers vit.encoder.layer.N.attention.attention.query...;
+    # transformers 5 models hold vit.layers.N.attention.q_proj... in memory. Both are read.
+    layer = r"vit\.(?:encoder\.layer|layers)\.(\d+)\."
+    qkv = r"attention\.(?:attention\.(?:query|key|value)|q_proj|k_proj|v_proj)"
     return _block_part(
         _rules(
             (r"vit\.embeddings\.cls_token", "class_token"),
@@ -190,11 +193,11 @@ def _vit_rename(flavour: str) -> Callable[[str], str | None]:
             (r"vit\.embeddings\.patch_embeddings\.projection\.(weight|bias)", r"conv_proj.\1"),
             (layer + r"layernorm_before\.(weight|bias)", _VIT_LAYER + r"\1.ln_1.\2"),
             # q, k and v are three Linear layers in Hugging Face, one fused projection here.
-            (layer + r"attention\.attention\.(?:query|key|value)\.(weight|bias)", _VIT_LAYER + r"\1.self_attention.in_proj_\2"),
-            (layer + r"attention\.output\.dense\.(weight|bias)", _VIT_LAYER + r"\1.self_attention.out_proj.\2"),
+            (layer + qkv + r"\.(weight|bias)", _VIT_LAYER + r"\1.self_attention.in_proj_\2"),
+            (layer + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", _VIT_LAYER + r"\1.self_attention.out_proj.\2"),
             (layer + r"layernorm_after\.(weight|bias)", _VIT_LAYER + r"\1.ln_2.\2"),
-            (layer + r"intermediate\.dense\.(weight|bias)", _VIT_LAYER + r"\1.mlp.0.\2"),
-            (layer + r"output\.dense\.(weight|bias)", _VIT_LAYER + r"\1.mlp.3.\2"),
+            (layer + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", _VIT_LAYER + r"\1.mlp.0.\2"),
+            (layer + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", _VIT_LAYER + r"\1.mlp.3.\2"),
             (r"vit\.layernorm\.(weight|bias)", r"encoder.ln.\1"),
             (r"classifier\.(weight|bias)", r"heads.head.\1"),
         )
@@ -213,7 +216,7 @@ def _renamers() -> dict[tuple[str, str], Callable[[str], str | None]]:
 
 
 ALIGNED_FAMILIES = ("mobilenet_v2", "mobilenet_v3", "efficientnet")
-_QKV = re.compile(r"\.(query|key|value)\.")
+_QKV = re.compile(r"\.(query|key|value|q_proj|k_proj|v_proj)\.")
 
 
 def _links_by_rename(
@@ -230,7 +233,7 @@ def _links_by_rename(
     links = []
     for target, sources in groups.items():
         if len(sources) > 1:
-            order = {"query": 0, "key": 1, "value": 2}
+            order = {"query": 0, "key": 1, "value": 2, "q_proj": 0, "k_proj": 1, "v_proj": 2}
             sources.sort(key=lambda s: order[_QKV.search(s)[1]])  # type: ignore[index]
             links.append(Link(target, tuple(sources), "concat"))
         else:

@@ -26,7 +26,6 @@ class Target:
     family: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     bn_eps: float | None = None  # eps of the source's BatchNorms (None: no BatchNorm)
-    notes: tuple[str, ...] = ()  # known, measured approximations (tiny LayerNorm eps differences)
 
 
 # timm architecture → (cnnlab name, family, source BatchNorm eps, extra builder kwargs).
@@ -211,9 +210,8 @@ def hf_config_for(
     in_chans = int(model.in_chans)  # type: ignore[arg-type]
     base = {"num_channels": in_chans}
     vit_shape = {"image_size", "patch_size", "depth", "num_heads", "hidden_dim", "mlp_dim"}
-    bad = _structural_kwargs(
-        kwargs, {"num_classes", "in_chans", "tf_padding", "bn_eps"} | vit_shape
-    )
+    exactness = {"tf_padding", "bn_eps", "norm_eps", "head_norm_eps"}
+    bad = _structural_kwargs(kwargs, {"num_classes", "in_chans"} | exactness | vit_shape)
     if bad or family is None:
         why = f"built with {', '.join(bad)}" if bad else "of this family"
         raise RunError(f"{name} {why} has no Hugging Face equivalent; supported: {SUPPORTED_HF}")
