@@ -57,13 +57,14 @@ def test_a_truncated_entry_is_detected_rebuilt_and_reported_once(tmp_path, caplo
         again = _decode(files, tmp_path / "c")
     msgs = _warnings(caplog)
     assert len(msgs) == 1 and "\n" not in msgs[0]
-    assert "damaged" in msgs[0] and "truncated" in msgs[0]
+    assert "was damaged (its pixel file is truncated" in msgs[0]
     assert again.decoded == 4 and np.array_equal(again.images, _fresh(files))
     assert again.images[1, 1].min() == 255  # the new green pixels, not the old ones
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         third = _decode(files, tmp_path / "c")
     assert third.decoded == 0 and _warnings(caplog) == []  # healed: a plain hit, no message
+    assert not npy.exists()  # the damaged pixels are gone, not left to the sweep
 
 
 @pytest.mark.parametrize("damage", ["garbage index", "flipped header", "rewritten pixels"])
@@ -230,3 +231,18 @@ def test_an_unusable_cache_folder_decodes_without_it_and_says_so_once(tmp_path, 
     msgs = _warnings(caplog)
     assert len(msgs) == 1 and "decoding without it" in msgs[0]
     assert out.cache_file is None and np.array_equal(out.images, _fresh(files))
+
+
+def test_a_file_that_stays_unreadable_is_not_retried_every_run(tmp_path, caplog):
+    files = _files(tmp_path / "img", 3)
+    gone = tmp_path / "img" / "gone.bmp"
+    os.symlink(tmp_path / "nowhere.bmp", gone)  # cannot be opened, so it has no content key
+    paths = [*files, gone]
+    first = _decode(paths, tmp_path / "c")
+    assert first.ok == [0, 1, 2] and "no such file" in first.skipped[0][1]
+    with caplog.at_level(logging.WARNING):
+        again = _decode(paths, tmp_path / "c")
+    assert (again.decoded, again.reused) == (0, 4) and _warnings(caplog) == []
+    _bmp(tmp_path / "nowhere.bmp", (9, 9, 9))  # the link target appears: now it is decoded
+    fixed = _decode(paths, tmp_path / "c")
+    assert fixed.decoded == 1 and fixed.ok == [0, 1, 2, 3]

@@ -157,8 +157,22 @@ def _cache_key(paths: Sequence[str], size: tuple[int, int], channels: int, max_p
     return h.hexdigest()[:24]
 
 
+def _stale_rows(index: dict, keys: list) -> list[int]:
+    """Rows to decode again: those whose file's content key changed. A file that could not be read
+    then and still cannot (key None both times) is not retried on every run — its reason stands."""
+    return [
+        i
+        for i, (old, new) in enumerate(zip(index["keys"], keys, strict=True))
+        if not (same_content(old, new) or (old is None and new is None and index["reasons"][i]))
+    ]
+
+
 class _Damaged(Exception):
     """An entry that exists but cannot be trusted; the message says why, in a few words."""
+
+    def __init__(self, why: str, npy: Path | None = None):
+        super().__init__(why)
+        self.npy = npy  # the damaged pixel file, deleted once the entry is rebuilt
 
 
 def _npy_layout(npy: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -209,20 +223,18 @@ def _read_index(index_file: Path, key: str, shape: tuple[int, ...]) -> dict | No
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise _Damaged(f"its pixel file cannot be read: {exc.strerror}") from None
-    if st.st_size != index.get("npy_size") or st.st_mtime_ns != index.get("npy_mtime_ns"):
-        raise _Damaged(
-            f"its pixel file changed after it was written ({st.st_size:,} bytes, "
-            f"{index.get('npy_size', '?'):,} expected)"
-            if isinstance(index.get("npy_size"), int)
-            else "its pixel file changed after it was written"
-        )
+        raise _Damaged(f"its pixel file cannot be read: {exc.strerror}", npy) from None
+    want = index.get("npy_size")
+    if isinstance(want, int) and st.st_size < want:
+        raise _Damaged(f"its pixel file is truncated ({st.st_size:,} of {want:,} bytes)", npy)
+    if st.st_size != want or st.st_mtime_ns != index.get("npy_mtime_ns"):
+        raise _Damaged("its pixel file was modified after it was written", npy)
     try:
         got_shape, dtype, expected = _npy_layout(npy)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise _Damaged(f"its pixel file is not a valid .npy ({str(exc)[:80]})") from None
+        raise _Damaged(f"its pixel file is not a valid .npy ({str(exc)[:80]})", npy) from None
     if got_shape != shape or dtype != np.uint8 or expected != st.st_size:
-        raise _Damaged(f"its pixel file is truncated or malformed ({st.st_size:,} bytes)")
+        raise _Damaged(f"its pixel file is truncated or malformed ({st.st_size:,} bytes)", npy)
     index["_npy"] = npy
     return index
 
@@ -360,15 +372,17 @@ def decode_files(
     key = _cache_key(abs_paths, hw, channels, max_pixels)
     index_file = folder / f"{key}.json"
     keys = file_keys(abs_paths, sample_bytes, workers=workers, progress=progress)
-    mm = None
+    mm, index, damaged = None, None, None
     try:
         index = _read_index(index_file, key, shape)
-        if index is not None and not any(
-            not same_content(a, b) for a, b in zip(index["keys"], keys, strict=True)
-        ):
+        if index is not None and not _stale_rows(index, keys):
             mm = _map(index["_npy"])
     except (_Damaged, ValueError, OSError) as exc:
-        why = str(exc) if isinstance(exc, _Damaged) else f"its pixel file cannot be mapped: {exc}"
+        if isinstance(exc, _Damaged):
+            why, damaged = str(exc), exc.npy
+        else:
+            why = f"its pixel file cannot be mapped: {exc}"
+            damaged = index["_npy"] if index is not None else None
         log.warning(
             "decoded cache entry %s was damaged (%s); rebuilding it", escape_path(index_file), why
         )
@@ -389,7 +403,7 @@ def decode_files(
         if index is None:
             todo, reasons = list(range(n)), [""] * n
         else:
-            todo = [i for i in range(n) if not same_content(index["keys"][i], keys[i])]
+            todo = _stale_rows(index, keys)
             reasons = list(index["reasons"])
         npy, mm = _build(folder, key, shape, old, todo, abs_paths, reasons, decode_args)
         st = npy.stat()
@@ -406,8 +420,8 @@ def decode_files(
             _write_index(index_file, entry)
         except OSError as exc:
             raise _write_failed(index_file, exc) from None
-        if old is not None and old != npy:
-            old.unlink(missing_ok=True)  # the superseded pixels; a process mapping them keeps them
+        for stale in {old, damaged} - {None, npy}:
+            stale.unlink(missing_ok=True)  # superseded pixels; a process mapping them keeps them
     enforce_limit(folder, key, max_bytes)
     ok = [i for i in range(n) if not reasons[i]]
     skipped = [(str(paths[i]), reasons[i]) for i in range(n) if reasons[i]]

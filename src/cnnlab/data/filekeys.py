@@ -35,7 +35,8 @@ def file_key(path: str, sample_bytes: int | None = SAMPLE_BYTES) -> FileKey | No
     """The content key of ``path``, or None when it cannot be opened or read (it is then decoded,
     which reports why). ``sample_bytes=None`` hashes every byte; ``0`` hashes nothing (stat only)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO put where an image was must not hang the run (no effect on files)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:

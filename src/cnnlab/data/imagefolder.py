@@ -127,9 +127,15 @@ def _scan_class(walk: _Walk, top: str) -> list[Path]:
     return sorted(found)
 
 
+# A command may scan the same folder more than once (training, then the report); the user needs to
+# read about its symlinks once per process, not once per scan.
+_REPORTED: set[tuple[str, int]] = set()
+
+
 def _report_ignored(root: Path, ignored: list[tuple[str, str]]) -> None:
-    if not ignored:
+    if not ignored or (os.path.realpath(root), len(ignored)) in _REPORTED:
         return
+    _REPORTED.add((os.path.realpath(root), len(ignored)))
     link, target = ignored[0]
     more = f" and {len(ignored) - 1} more" if len(ignored) > 1 else ""
     log.warning(
