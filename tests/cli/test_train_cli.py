@@ -91,8 +91,14 @@ def test_train_with_engine_flags_writes_checkpoints_and_summary(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     run = tmp_path / "flags"
-    for name in ("last.safetensors", "last.state.pt", "best.safetensors", "best.state.pt"):
-        assert (run / "checkpoints" / name).stat().st_size > 0
+    for tag in ("last", "best"):
+        (ck,) = (
+            (run / "checkpoints").glob(f"{tag}-*")
+            if tag == "best"
+            else [run / "checkpoints" / "last-0002"]
+        )
+        for name in ("model.safetensors", "state.pt", "manifest.json"):
+            assert (ck / name).stat().st_size > 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_run"] == 2
     tc = json.loads((run / "config.json").read_text())["train_config"]

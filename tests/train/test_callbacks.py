@@ -91,7 +91,7 @@ def test_ema_weights_are_evaluated_and_saved(tmp_path, digits_small):
     raw, _ = load_checkpoint(res.run_dir)
     ema_w = saved.state_dict()["fc.weight"]
     assert torch.equal(ema_w, res.model.state_dict()["fc.weight"])
-    assert not torch.equal(ema_w, raw["fc.weight"])  # last.safetensors holds the raw weights
+    assert not torch.equal(ema_w, raw["fc.weight"])  # the last checkpoint holds the raw weights
 
 
 def test_tensorboard_event_files(tmp_path, digits_small):

@@ -22,6 +22,7 @@ from torch import nn
 
 from cnnlab.errors import RunError
 from cnnlab.run import MODEL_FILE
+from cnnlab.run.schema import validate_run_config
 
 META_KEY = "cnnlab"
 TS_META_FILE = "cnnlab.json"
@@ -151,7 +152,4 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise RunError(f"{path} has corrupt cnnlab metadata") from None
-    for key in ("classes", "input_size", "mean", "std"):
-        if key not in meta:
-            raise RunError(f"{path} metadata lacks '{key}'")
-    return meta
+    return validate_run_config(meta, f"{path} metadata")

@@ -8,7 +8,10 @@ package only, so the format has one definition.
 
 from cnnlab.run.checkpoint import (
     CHECKPOINT_DIR,
+    CheckpointRef,
     capture_rng,
+    clean_stray_files,
+    list_checkpoints,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -42,6 +45,7 @@ from cnnlab.run.load import (
 __all__ = [
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "CheckpointRef",
     "METRICS_FILE",
     "MODEL_FILE",
     "SKIPPED_FILE",
@@ -51,6 +55,8 @@ __all__ = [
     "atomic_write_bytes",
     "build_model_from_run_config",
     "capture_rng",
+    "clean_stray_files",
+    "list_checkpoints",
     "default_run_name",
     "load_checkpoint",
     "load_model_from_run",

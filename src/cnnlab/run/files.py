@@ -9,6 +9,7 @@ killed run never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -18,16 +19,19 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from cnnlab.errors import RunError
+from cnnlab.run.schema import validate_run_config
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped.txt"
+MAX_CONFIG_BYTES = 32 << 20
 METRIC_FIELDS = [
     "epoch",
     "train_loss",
@@ -90,11 +94,15 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Atomically save the model's weights as safetensors."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state_dict_for_saving(model), str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> str:
+    """Atomically save the model's weights as safetensors; returns the file's SHA-256, which the
+    run's ``config.json`` records so that readers can tell a damaged or replaced file."""
+    data = save_safetensors(state_dict_for_saving(model), metadata=metadata)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -106,20 +114,31 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise RunError(f"{path} is missing; is {run_dir} a cnnlab run directory?")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise RunError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; not a run config")
         cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is corrupt (not valid JSON: {exc})") from None
-    if not isinstance(cfg, dict) or "model" not in cfg or "name" not in cfg.get("model", {}):
-        raise RunError(f"{path} does not describe a model (no 'model.name' entry)")
-    return cfg
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise RunError(f"{path} is corrupt (not valid JSON: {str(exc)[:120]})") from None
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return validate_run_config(cfg, path)
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, or raise a :class:`RunError` naming it."""
+def read_weights(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, checked against ``sha256`` when given, or raise a one-line
+    :class:`RunError` naming it."""
     if not path.exists():
         raise RunError(f"{path} is missing")
     try:
-        return load_file(str(path))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise RunError(
+            f"{path} is damaged or was replaced (its SHA-256 does not match config.json)"
+        )
+    try:
+        return load_safetensors(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise RunError(
             f"{path} is corrupt or not a safetensors file ({str(exc).splitlines()[0][:120]})"

@@ -6,32 +6,96 @@ This is the one place where a run's ``config.json`` is turned back into objects;
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from cnnlab.data import DatasetSplits, load_dataset, resize_dataset
-from cnnlab.errors import DataError, RunError, UnknownNameError
+from cnnlab.errors import CnnlabError, DataError, RunError, UnknownNameError
 from cnnlab.models import get_model
+from cnnlab.run.checkpoint import list_checkpoints, load_checkpoint
 from cnnlab.run.files import CONFIG_FILE, MODEL_FILE, read_run_config, read_weights
+from cnnlab.run.schema import check_head
+
+MAX_PARAMETERS = 4_000_000_000  # a config asking for more is refused before allocating
 
 
-def build_model_from_run_config(run_config: dict[str, Any]) -> nn.Module:
-    """The architecture recorded in a run's ``config.json`` (random weights)."""
+def build_model_from_run_config(
+    run_config: dict[str, Any], where: str | Path = CONFIG_FILE
+) -> nn.Module:
+    """The architecture recorded in a run's ``config.json`` (random weights).
+
+    The model is first built on the ``meta`` device (no memory) to count its parameters, so a
+    config whose options ask for a giant model is refused instead of allocated.
+    """
     spec = run_config["model"]
-    return get_model(spec["name"], **spec.get("kwargs", {}))
+    name, kwargs = spec["name"], dict(spec.get("kwargs", {}))
+    try:
+        with torch.device("meta"):
+            probe = get_model(name, **kwargs)
+        n = sum(p.numel() for p in probe.parameters())
+    except CnnlabError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder that cannot run on meta is built for real below
+        n = 0
+    if n > MAX_PARAMETERS:
+        raise RunError(f"{where}: model.kwargs ask for {n:,} parameters; refusing to allocate them")
+    try:
+        model = get_model(name, **kwargs)
+    except CnnlabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a builder rejecting its options is the config's fault
+        raise RunError(
+            f"{where}: model {name!r} cannot be built from model.kwargs {kwargs}: "
+            f"{str(exc).splitlines()[0][:160]}"
+        ) from None
+    task = run_config.get("task", "classification")
+    outputs = getattr(model, "num_classes", None)
+    if task == "classification" and isinstance(outputs, int):
+        check_head(outputs, run_config, where)
+    return model
+
+
+def _fallback_weights(run_dir: Path, problem: str) -> dict[str, torch.Tensor]:
+    """The evaluated weights of the newest verified checkpoint (best first), announced on stderr."""
+    for tag in ("best", "last"):
+        try:
+            weights, state = load_checkpoint(run_dir, tag)
+        except RunError:
+            continue
+        ema = state.get("ema") or {}
+        print(
+            f"warning: {problem}; using the weights of {Path(state['source']).name} "
+            f"(epoch {state['epoch']}) instead",
+            file=sys.stderr,
+        )
+        return ema.get("module") or weights
+    raise RunError(f"{problem}, and no checkpoint of the run verifies either")
 
 
 def load_model_from_run(
     run_dir: str | Path, weights: str = MODEL_FILE
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained model (in eval mode) and its config from a run directory alone."""
+    """Rebuild a trained model (in eval mode) and its config from a run directory alone.
+
+    The config is validated (:mod:`cnnlab.run.schema`) and the weights are checked against the
+    SHA-256 that training recorded; damaged weights fall back to the run's best checkpoint, with
+    a warning line, rather than serving a wrecked model.
+    """
     run_dir = Path(run_dir)
     run_config = read_run_config(run_dir)
-    model = build_model_from_run_config(run_config)
-    state = read_weights(run_dir / weights)
+    model = build_model_from_run_config(run_config, run_dir / CONFIG_FILE)
+    expected = run_config.get("weights_sha256") if weights == MODEL_FILE else None
+    try:
+        state = read_weights(run_dir / weights, expected)
+    except RunError as exc:
+        if weights != MODEL_FILE or not list_checkpoints(run_dir):
+            raise
+        state = _fallback_weights(run_dir, str(exc))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -121,4 +121,3 @@ def metric_fields(task: Task) -> list[str]:
         "epoch_s",
         "elapsed_s",
     ]
-

@@ -92,9 +92,7 @@ class Classification:
         except Exception as exc:  # each family words its own size limit
             raise DataError(f"{exc}; resize the data with --image-size") from None
 
-    def train_transform(
-        self, config: Any, train: ImageDataset, generator: torch.Generator
-    ) -> Any:
+    def train_transform(self, config: Any, train: ImageDataset, generator: torch.Generator) -> Any:
         d = config.data
         if not d.augment and d.mixup_alpha <= 0 and d.cutmix_alpha <= 0:
             return None
@@ -111,9 +109,7 @@ class Classification:
         return BatchLoader(dataset, batch_size, **options)
 
     def loss(self, output: Any, target: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        return classification_loss(
-            output, target, model, self.label_smoothing, self.class_weight
-        )
+        return classification_loss(output, target, model, self.label_smoothing, self.class_weight)
 
     def batch_stats(self, output: Any, target: torch.Tensor) -> dict[str, torch.Tensor]:
         hard = target.argmax(1) if target.dim() == 2 else target

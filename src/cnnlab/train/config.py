@@ -106,7 +106,8 @@ class TrainConfig:
     name: str | None = None
     out_dir: str = "runs"
     label_smoothing: float = 0.0
-    channels_last: bool = False
+    # NHWC memory format; None follows the model's measured preference (default_cfg.extra)
+    channels_last: bool | None = None
     threads: int | None = None
     progress: bool = True
     transfer: TransferConfig = field(default_factory=TransferConfig)
@@ -307,7 +308,6 @@ def list_recipes() -> list[str]:
 
 def load_recipe(name: str) -> TrainConfig:
     """The shipped recipe ``name`` (e.g. ``fmnist-fast``) as a :class:`TrainConfig`."""
-
 
     if name not in list_recipes():
         raise UnknownNameError("recipe", name, list_recipes())

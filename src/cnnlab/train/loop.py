@@ -32,6 +32,7 @@ from cnnlab.errors import ConfigError, RunError
 from cnnlab.run import (
     CONFIG_FILE,
     SKIPPED_FILE,
+    clean_stray_files,
     default_run_name,
     load_checkpoint,
     make_run_dir,
@@ -52,7 +53,7 @@ from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import barrier, broadcast_object, shard_indices
 from cnnlab.train.ema import ModelEma
 from cnnlab.train.recorders import Checkpointer, EpochPrinter, RunFiles, RunSummary
-from cnnlab.train.resume import check_resume_config
+from cnnlab.train.resume import check_resume_config, config_fingerprint
 from cnnlab.train.schedules import PlateauTracker, lr_factor, size_for_epoch
 from cnnlab.train.setup import TrainingSetup, run_config_dict, setup_training
 from cnnlab.train.transfer import apply_freeze, set_norm_eval
@@ -271,7 +272,10 @@ def _open_run_dir(setup: TrainingSetup, resume: str | Path | None) -> tuple[Path
 def _restore(state: TrainState, settings: StepSettings, setup: TrainingSetup) -> None:
     """Continue ``state`` from the run's ``checkpoints/last``: weights, optimizer, scaler, EMA,
     plateau and callback state, history, best, and every RNG, so the rest is bit-identical."""
-    weights, ck = load_checkpoint(state.run_dir)
+    clean_stray_files(state.run_dir)
+    weights, ck = load_checkpoint(state.run_dir, fingerprint=config_fingerprint(state.config))
+    if ck["fallback"] and setup.dist.is_main:
+        print(f"--resume: {ck['fallback']}", file=sys.stderr)
     if ck["world_size"] != setup.dist.world_size:
         raise ConfigError(
             f"--resume: the run was trained by {ck['world_size']} process(es), not "
@@ -360,7 +364,12 @@ def fit(
     run_dir, run_config = _open_run_dir(setup, resume)
     state = TrainState(cfg, compiled, setup.optimizer, run_dir, setup.device, steps_per_epoch=spe)
     state.total_steps = cfg.epochs * spe
-    state.task, state.inner, state.is_main, state.world_size = task, inner, info.is_main, info.world_size
+    state.task, state.inner, state.is_main, state.world_size = (
+        task,
+        inner,
+        info.is_main,
+        info.world_size,
+    )
     state.eval_model = settings.ema.module if settings.ema is not None else inner
     mode = task.metric_mode(cfg.monitor)
     state.best = {"epoch": 0, "value": -math.inf if mode == "max" else math.inf}

@@ -20,6 +20,7 @@ from cnnlab.run import (
     SUMMARY_FILE,
     MetricsLog,
     capture_rng,
+    list_checkpoints,
     save_checkpoint,
     save_json,
     save_weights,
@@ -27,6 +28,7 @@ from cnnlab.run import (
 from cnnlab.tasks import metric_fields
 from cnnlab.train.callbacks import Callback, TrainState
 from cnnlab.train.distributed import gather_objects
+from cnnlab.train.resume import config_fingerprint
 
 
 class RunFiles(Callback):
@@ -45,7 +47,9 @@ class RunFiles(Callback):
         if not state.is_main:
             return
         self.log.append(metrics)
-        save_weights(state.eval_model, state.run_dir / MODEL_FILE)
+        self.run_config["weights_sha256"] = save_weights(
+            state.eval_model, state.run_dir / MODEL_FILE
+        )
         self.run_config["metrics"] = {k: v for k, v in metrics.items() if k != "lr"}
         save_json(state.run_dir / CONFIG_FILE, self.run_config)
 
@@ -78,9 +82,16 @@ class Checkpointer(Callback):
             "metrics": metrics,
             "rng": rng,
         }
-        save_checkpoint(state.run_dir, "last", state.inner, ck)
-        if state.improved:
-            save_checkpoint(state.run_dir, "best", state.eval_model, ck)
+        fingerprint = config_fingerprint(state.config)
+        save_checkpoint(state.run_dir, "last", state.inner, ck, fingerprint)
+        if state.improved:  # raw weights too, so a run can also resume from its best epoch
+            save_checkpoint(state.run_dir, "best", state.inner, ck, fingerprint)
+
+
+def _best_dir(state: TrainState) -> str | None:
+    """The published ``best`` checkpoint directory, relative to the run directory."""
+    found = list_checkpoints(state.run_dir, "best")
+    return str(found[0].path.relative_to(state.run_dir)) if found else None
 
 
 class EpochPrinter(Callback):
@@ -128,7 +139,7 @@ class RunSummary(Callback):
                 "best": {
                     **state.best,
                     "metric": state.config.monitor,
-                    "checkpoint": "checkpoints/best.safetensors",
+                    "checkpoint": _best_dir(state),
                 },
                 "world_size": state.world_size,
             },

@@ -7,6 +7,8 @@ device) may differ.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,13 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + k] = v
     return out
+
+
+def config_fingerprint(config: TrainConfig) -> str:
+    """A short hash of everything in ``config`` that a resumed run may not change: checkpoints
+    carry it, so one written for another config in the same directory is never trained on."""
+    kept = {k: v for k, v in _flatten(to_dict(config)).items() if k not in RESUME_MAY_CHANGE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_resume_config(config: TrainConfig, saved: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab._version import __version__
 from cnnlab.data import DatasetSplits, load_dataset, resize_dataset
 from cnnlab.errors import ConfigError, UnknownNameError
-from cnnlab.models import get_model
+from cnnlab.models import get_model, prefers_channels_last
 from cnnlab.models.pretrained import load_pretrained
 from cnnlab.runtime import resolve_device, seed_everything, set_threads
 from cnnlab.tasks import Task, get_task, list_tasks
@@ -119,7 +119,7 @@ def resolve_task(config: TrainConfig, splits: DatasetSplits) -> Task:
     task.check_data(splits)
     monitors = (*task.metric_names, *task.train_metric_names)
     if config.monitor not in monitors:
-        raise UnknownNameError(f"monitor metric of the {name} task", config.monitor, monitors)
+        raise UnknownNameError("monitor metric", config.monitor, monitors)
     return task
 
 
@@ -164,14 +164,17 @@ def setup_training(config: TrainConfig, splits: DatasetSplits | None = None) -> 
     if config.transfer.pretrained:
         report = load_pretrained(model, config.transfer.pretrained, stem=config.transfer.stem)  # type: ignore[arg-type]
     model = model.to(device)
-    if config.channels_last:
+    channels_last = (
+        prefers_channels_last(model) if config.channels_last is None else config.channels_last
+    )
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if info.enabled:
         seed_everything(config.seed + 1000 * info.rank)  # independent dropout/augmentation per rank
     mean, std = train.mean_std()
     task.setup(train, device)
     generator = torch.Generator().manual_seed(config.seed * 7919 + info.rank)
-    common = dict(mean=mean, std=std, device=device, channels_last=config.channels_last)
+    common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
     train_loader = task.make_loader(
         train,
         config.batch_size // info.world_size,
@@ -221,4 +224,3 @@ def run_config_dict(setup: TrainingSetup) -> dict[str, Any]:
         "train_config": to_dict(config),
         "metrics": {},
     }
-
