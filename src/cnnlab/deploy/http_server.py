@@ -115,15 +115,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._in_headers:
+        super().data_received(data)
+        if self._in_headers and not self.transport.is_closing():  # still no complete headers
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._disarm()
                 detail = f"request headers over {MAX_HEADER_BYTES // 1024} KiB"
                 self.transport.write(_raw_response(b"431 Request Header Fields Too Large", detail))
                 self.transport.close()
-                return
-        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
