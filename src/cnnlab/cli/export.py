@@ -1,4 +1,5 @@
-"""`cnnlab export`: write a run's model as ONNX or TorchScript and prove the file right."""
+"""`cnnlab export`: write a run's model as ONNX, TorchScript, a timm folder or a Hugging Face
+folder, and prove the result right."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ import argparse
 import sys
 
 NAME = "export"
-HELP = "export a trained run to ONNX or TorchScript, with a parity check against PyTorch"
+HELP = (
+    "export a trained run to ONNX, TorchScript, a timm folder or a Hugging Face folder, "
+    "with a parity check against PyTorch"
+)
 EXAMPLE = "cnnlab export --run runs/fastnet-fmnist --format onnx --int8"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory written by `cnnlab train`")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript", "timm", "hf"), default="onnx")
     p.add_argument(
-        "--output", "-o", help="output file (default: RUN/model.onnx or .torchscript.pt)"
+        "--output",
+        "-o",
+        help="output file (default: RUN/model.onnx or .torchscript.pt); for timm / hf an empty "
+        "folder (default: RUN/export-timm or RUN/export-hf)",
     )
     p.add_argument(
         "--int8",
@@ -71,7 +78,32 @@ def _print_report(report, as_json: bool) -> None:
         print(f"  {'fp32 (ONNX Runtime)':<20} {q['fp32_ms']:>7.2f} ms  acc {q['fp32_acc']:.2f}%")
 
 
+def _run_interop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnlab.deploy.interop import export_hf, export_timm
+
+    fn = export_timm if args.format == "timm" else export_hf
+    out = args.output or str(Path(args.run) / f"export-{args.format}")
+    res = fn(args.run, out, atol=args.atol)
+    if args.json:
+        import json
+
+        print(json.dumps({"folder": str(res.folder), "library": res.library,
+                          "architecture": res.architecture, "max_abs_diff": res.max_abs_diff,
+                          "files": res.files}, indent=2))  # fmt: skip
+        return 0
+    print(
+        f"{res.library} {res.architecture}: wrote {res.folder} ({', '.join(res.files)}); "
+        f"reloaded through {res.library}, max |logit diff| {res.max_abs_diff:.2e}"
+    )
+    print(f"load it with: {res.load_snippet}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.format in ("timm", "hf"):
+        return _run_interop(args)
     from cnnlab.deploy.export import ExportCheckError, export_run
 
     try:

@@ -16,6 +16,7 @@ from cnnlab.errors import RunError
 from cnnlab.models._registry import get_model
 from cnnlab.models.foreign.detect import ForeignCheckpoint
 from cnnlab.models.foreign.files import listing
+from cnnlab.models.foreign.mapping import SKIP_SUFFIX as SKIP
 from cnnlab.models.foreign.mapping import Link, build_links
 from cnnlab.models.foreign.specs import Target, bn_eps_of
 
@@ -55,8 +56,12 @@ class ForeignReport:
     def lines(self) -> list[str]:
         """The summary and one line per non-empty category, for the CLI."""
         out = [str(self)]
-        if self.adapted:
-            out.append(f"  adapted: {listing(self.adapted, 6)}")
+        by_reason: dict[str, list[str]] = {}
+        for item in self.adapted:
+            key, _, reason = item.partition(" (")
+            by_reason.setdefault(reason.rstrip(")"), []).append(key)
+        for reason, keys in by_reason.items():
+            out.append(f"  adapted ({reason}): {len(keys)}, e.g. {listing(keys, 2)}")
         if self.ignored:
             out.append(f"  ignored (unused heads): {listing(self.ignored, 4)}")
         if self.missing:
@@ -73,7 +78,7 @@ def target_links(
     """The links from ``foreign_shapes`` onto ``model``, with unexpected and missing keys."""
     tshapes = {k: v.shape for k, v in model.state_dict().items()}
     if target.family == "identity":
-        links = [Link(k, (k,)) for k in foreign_shapes if k in tshapes]
+        links = [Link(k, (k,)) for k in foreign_shapes if k in tshapes and not k.endswith(SKIP)]
         bad = [
             f"{k} {tuple(foreign_shapes[k])} -> {tuple(tshapes[k])}"
             for k in foreign_shapes

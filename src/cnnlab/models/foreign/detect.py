@@ -123,7 +123,7 @@ def read_foreign(path: str | Path, arch: str | None = None) -> ForeignCheckpoint
     p = Path(path)
     if not p.exists():
         raise RunError(f"{p} does not exist")
-    flavour = detect_flavour(p)
+    flavour = "weights" if p.is_file() and arch else detect_flavour(p)
     folder = p if p.is_dir() else p.parent
     weights = _weights_in(folder) if p.is_dir() else p
     if flavour == "cnnlab":
