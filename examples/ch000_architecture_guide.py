@@ -17,6 +17,7 @@ import torch
 from _companion import check, course, note, parse_args, section
 from torch import nn
 
+from cnnlab.data import load_dataset
 from cnnlab.inspect import (
     compare_5x5_vs_two_3x3,
     compare_inception_naive_vs_reduced,
@@ -28,6 +29,8 @@ from cnnlab.inspect import (
 )
 from cnnlab.models import get_model
 from cnnlab.models.info import model_info
+from cnnlab.train import fit
+from cnnlab.train.config import DataConfig, OptimConfig, TrainConfig
 
 
 def n_params(model: nn.Module) -> int:
@@ -250,6 +253,49 @@ def transformer_detector_unet(fast: bool) -> None:
     course("unet_output", "encoder only: no output map", list(y.shape), "WRONG IN COURSE")
 
 
+def train_detector_and_unet(fast: bool, out_dir) -> None:
+    """The course builds the YOLO head and U-Net; here both learn from labelled scenes."""
+    section("Training them: yolo_tiny and U-Net on digits-scenes (boxes and masks from the pixels)")
+    size = 64 if fast else 128
+    splits = load_dataset(
+        "digits-scenes", image_size=size, **({"num_train": 64, "num_test": 16} if fast else {})
+    )
+    n_boxes = sum(len(b) for b in splits.train.boxes)
+    note(
+        f"{len(splits.train)} train canvases with {n_boxes} digits; {len(splits.test)} test canvases"
+    )
+    common = dict(
+        epochs=1 if fast else 12,
+        batch_size=16 if fast else 32,
+        device="cpu",
+        out_dir=str(out_dir),
+        progress=not fast,
+        report=False,
+        amp="off",
+        data=DataConfig(name="digits-scenes", image_size=size, augment="flip,scale:0.8:1.2"),
+    )
+    det = fit(
+        TrainConfig(
+            model="yolo_tiny", task="detection", model_kwargs={"width": 4 if fast else 8},
+            monitor="test_map", optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=1e-4), **common,
+        ),
+        splits=splits,
+    ).metrics  # fmt: skip
+    check("yolo_tiny_trained", det["test_map50"] >= 0)
+    note(f"yolo_tiny: COCO mAP {det['test_map']:.3f}, mAP50 {det['test_map50']:.3f} (pycocotools)")
+    seg = fit(
+        TrainConfig(
+            model="unet", task="segmentation",
+            model_kwargs={"base_channels": 4 if fast else 16, "depth": 2 if fast else 3},
+            monitor="test_miou", optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=1e-4), **common,
+        ),
+        splits=splits,
+    ).metrics  # fmt: skip
+    check("unet_trained", 0 <= seg["test_miou"] <= 1)
+    note(f"U-Net: mIoU {seg['test_miou']:.3f}, pixel accuracy {seg['test_pixel_acc']:.3f}")
+    course("unet_trains", "never trained (no data, no loss)", f"mIoU {seg['test_miou']:.3f}")
+
+
 def transfer_learning() -> None:
     section("Transfer learning: freeze the backbone, replace the head (resnet50, 10 classes)")
     note(
@@ -323,6 +369,7 @@ def main() -> None:
     classic_models(args.fast)
     efficient_models(args.fast)
     transformer_detector_unet(args.fast)
+    train_detector_and_unet(args.fast, args.out)
     transfer_learning()
     comparison_table(args.fast)
 
