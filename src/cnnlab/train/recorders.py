@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluate.report import write_report
 from cnnlab.evaluate.run_plots import write_run_plots
 from cnnlab.run import (
@@ -126,6 +127,16 @@ class RunSummary(Callback):
         if not state.is_main:
             return
         final = state.history[-1] if state.history else {}
+        try:
+            self._write_summary(state, final)
+        except (OSError, CnnlabError) as exc:  # e.g. the disk became read-only: keep the real error
+            print(f"warning: could not write {SUMMARY_FILE}: {exc}", file=sys.stderr)
+            return
+        if state.status not in ("completed", "stopped") or not state.history:
+            return
+        self._write_pictures(state)
+
+    def _write_summary(self, state: TrainState, final: dict[str, Any]) -> None:
         save_json(
             state.run_dir / SUMMARY_FILE,
             {
@@ -144,8 +155,8 @@ class RunSummary(Callback):
                 "world_size": state.world_size,
             },
         )
-        if state.status not in ("completed", "stopped") or not state.history:
-            return
+
+    def _write_pictures(self, state: TrainState) -> None:
         classes = list(getattr(self.test_loader.dataset, "classes", []))
         loader = self.test_loader
         if loader.indices is not None:  # a rank's shard: plot the whole test set
