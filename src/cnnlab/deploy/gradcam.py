@@ -22,11 +22,12 @@ from cnnlab.inspect.cam import explain
 CAM_METHODS = ("gradcam", "gradcam++")
 
 
-def jet_rgba(heat: np.ndarray, max_alpha: int = 170) -> np.ndarray:
-    """(H, W) in [0, 1] → uint8 (H, W, 4): jet colours, more opaque where the map is hot."""
+def jet_rgba(heat: np.ndarray, max_alpha: int = 160) -> np.ndarray:
+    """(H, W) in [0, 1] → uint8 (H, W, 4): jet colours, transparent where the map is cold so
+    the image shows through, more opaque where it is hot."""
     x = np.clip(heat, 0.0, 1.0)
     rgb = np.stack([np.clip(1.5 - np.abs(4 * x - k), 0, 1) for k in (3, 2, 1)], -1)
-    alpha = (max_alpha * np.sqrt(x))[..., None]
+    alpha = (max_alpha * np.clip((x - 0.15) / 0.85, 0, 1))[..., None]
     return np.concatenate([rgb * 255, alpha], -1).round().astype(np.uint8)
 
 

@@ -79,9 +79,11 @@ async function loadCard() {
 }
 
 function resultCard(file, url) {
-  const pic = el("div", { class: "picture" }, el("img", { src: url, alt: file.name }));
+  const img = el("img", { src: url, alt: file.name });
+  const pic = el("div", { class: "picture" }, img);
+  img.addEventListener("error", () => { pic.hidden = true; });  // not an image: no thumbnail
   const node = el("article", { class: "result", "data-file": file.name }, el("h3", {}, file.name), pic);
-  $("results").prepend(node);
+  $("results").append(node);
   return node;
 }
 
@@ -99,7 +101,9 @@ function showPrediction(node, pred) {
     bars.append(el("div", { class: "bar" }, el("span", { class: "name", title: t.label }, t.label),
       el("div", { class: "track" }, fill), el("span", { class: "pct" }, pct + " %")));
   }
-  node.append(el("p", { class: "label" }, pred.label), bars);
+  const best = el("p", { class: "prediction" }, el("strong", { class: "label" }, pred.label),
+    ` (${(100 * pred.probability).toFixed(1)} %)`);
+  node.append(best, bars);
 }
 
 async function overlay(node, file) {

@@ -2,6 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// the key the web page stored, if any (a browser that logged in with Basic auth sends that itself)
+const KEY = sessionStorage.getItem("cnnlab-api-key");
+const AUTH = KEY ? { "X-API-Key": KEY } : {};
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -47,7 +50,7 @@ function operation(path, method, op) {
       else query.append(input.name, input.value);
     }
     if ([...query].length) url += "?" + query;
-    const init = { method: method.toUpperCase(), headers: {} };
+    const init = { method: method.toUpperCase(), headers: { ...AUTH } };
     if (fileInput) {
       const fd = new FormData();
       for (const f of fileInput.files) fd.append("files", f, f.name);
@@ -66,7 +69,7 @@ function operation(path, method, op) {
 }
 
 async function main() {
-  const resp = await fetch("/openapi.json");
+  const resp = await fetch("/openapi.json", { headers: AUTH });
   if (!resp.ok) {
     const b = $("banner");
     b.textContent = `openapi.json: ${resp.status} ${resp.statusText}`;
