@@ -34,6 +34,12 @@ FileKey = list
 def file_key(path: str, sample_bytes: int | None = SAMPLE_BYTES) -> FileKey | None:
     """The content key of ``path``, or None when it cannot be opened or read (it is then decoded,
     which reports why). ``sample_bytes=None`` hashes every byte; ``0`` hashes nothing (stat only)."""
+    if sample_bytes == 0:  # stat fields only: no need to open the file
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, "", 0]
     try:
         # O_NONBLOCK: a FIFO put where an image was must not hang the run (no effect on files)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -43,22 +49,18 @@ def file_key(path: str, sample_bytes: int | None = SAMPLE_BYTES) -> FileKey | No
         st = os.fstat(fd)
         size = st.st_size
         h = hashlib.sha256(size.to_bytes(8, "little"))
-        whole = True
-        if sample_bytes == 0:
-            whole = False
-        elif sample_bytes is None or size <= 3 * sample_bytes:
+        whole = sample_bytes is None or size <= 3 * sample_bytes
+        if whole:
             while chunk := os.read(fd, 1 << 20):
                 h.update(chunk)
         else:
-            whole = False
             for offset in (0, (size - sample_bytes) // 2, size - sample_bytes):
                 h.update(os.pread(fd, sample_bytes, offset))
     except OSError:
         return None
     finally:
         os.close(fd)
-    digest = h.hexdigest()[:32] if sample_bytes != 0 else ""
-    return [size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest, int(whole)]
+    return [size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h.hexdigest()[:32], int(whole)]
 
 
 def file_keys(
