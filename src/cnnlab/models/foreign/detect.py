@@ -102,14 +102,25 @@ def _labels(raw: Any, n: int) -> list[str] | None:
     return None
 
 
+# Classifier and stem weights of the supported families, in timm's and torchvision's names: files
+# do not keep layer order (safetensors sorts keys), so they are found by name.
+HEAD_KEYS = ("fc.weight", "classifier.weight", "head.fc.weight", "head.weight",
+             "heads.head.weight", "classifier.1.weight", "classifier.2.weight",
+             "classifier.3.weight")  # fmt: skip
+STEM_KEYS = ("conv1.weight", "conv_stem.weight", "stem.0.weight", "patch_embed.proj.weight",
+             "features.0.0.weight", "features.0.weight", "conv_proj.weight")  # fmt: skip
+
+
 def _head_and_stem(state: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """(num_classes, in_chans) of a bare state dict: the last matrix is the classifier (true of every
-    supported family, in both libraries' key order) and the first 4-D kernel is the stem."""
-    mats = [v for v in state.values() if v.dim() == 2]
-    convs = [v for v in state.values() if v.dim() == 4]
-    if not mats or not convs:
-        raise RunError("the weights hold no classifier matrix or stem convolution")
-    return int(mats[-1].shape[0]), int(convs[0].shape[1])
+    """(num_classes, in_chans) of a bare state dict, from its classifier and stem weights."""
+    head = next((state[k] for k in HEAD_KEYS if k in state and state[k].dim() == 2), None)
+    stem = next((state[k] for k in STEM_KEYS if k in state and state[k].dim() == 4), None)
+    if head is None or stem is None:
+        raise RunError(
+            "the weights hold no classifier or stem under a known name "
+            f"(classifier one of {', '.join(HEAD_KEYS[:5])}…; stem one of {', '.join(STEM_KEYS[:4])}…)"
+        )
+    return int(head.shape[0]), int(stem.shape[1])
 
 
 def read_foreign(path: str | Path, arch: str | None = None) -> ForeignCheckpoint:
@@ -163,6 +174,7 @@ def _timm_meta(folder: Path, state: dict[str, torch.Tensor] | None = None) -> tu
 
 
 def _read_timm(folder: Path, weights: Path) -> ForeignCheckpoint:
+    _timm_meta(folder)  # an unsupported architecture is refused before the weights are read
     state, container = read_tensor_file(weights)
     arch, target, labels, pre = _timm_meta(folder, state)
     return ForeignCheckpoint(folder, "timm", arch, target, state, labels, pre, container)
@@ -186,8 +198,8 @@ def _hf_meta(folder: Path) -> tuple:
 
 
 def _read_hf(folder: Path, weights: Path) -> ForeignCheckpoint:
+    arch, target, labels, pre, notes = _hf_meta(folder)  # refuse unsupported configs first
     state, container = read_tensor_file(weights)
-    arch, target, labels, pre, notes = _hf_meta(folder)
     return ForeignCheckpoint(folder, "hf", arch, target, state, labels, pre, container, notes)
 
 
