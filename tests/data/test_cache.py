@@ -67,12 +67,18 @@ def test_a_truncated_entry_is_detected_rebuilt_and_reported_once(tmp_path, caplo
     assert not npy.exists()  # the damaged pixels are gone, not left to the sweep
 
 
-@pytest.mark.parametrize("damage", ["garbage index", "flipped header", "rewritten pixels"])
+@pytest.mark.parametrize(
+    "damage", ["garbage index", "wrong types", "flipped header", "rewritten pixels"]
+)
 def test_other_damage_is_rebuilt_too(tmp_path, caplog, damage):
     files = _files(tmp_path / "img")
     out = _decode(files, tmp_path / "c")
     if damage == "garbage index":
         out.index_file.write_bytes(b'{"version": 2, "shape": [4, \xff')
+    elif damage == "wrong types":
+        index = json.loads(out.index_file.read_text())
+        index["reasons"][0], index["keys"][1] = 7, "abcdef"
+        out.index_file.write_text(json.dumps(index))
     elif damage == "flipped header":
         data = bytearray(out.cache_file.read_bytes())
         data[0] ^= 0xFF  # no longer a .npy

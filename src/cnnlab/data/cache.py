@@ -215,6 +215,8 @@ def _read_index(index_file: Path, key: str, shape: tuple[int, ...]) -> dict | No
         or len(index["keys"]) != n
         or not isinstance(index.get("reasons"), list)
         or len(index["reasons"]) != n
+        or not all(isinstance(r, str) for r in index["reasons"])
+        or not all(k is None or (isinstance(k, list) and len(k) == 6) for k in index["keys"])
     ):
         raise _Damaged("its index does not describe these files")
     npy = index_file.parent / name
