@@ -143,9 +143,11 @@ def _check(name: str, ours: nn.Module, theirs, x: torch.Tensor, atol: float) -> 
         b = theirs(x)
     b = getattr(b, "logits", b)
     diff = float((a - b).abs().max())
-    if not diff <= atol:
+    # atol for logits up to 1 in size, relative beyond: float32 alone moves logits of 20 by ~1e-4.
+    limit = atol * max(1.0, float(a.abs().max()))
+    if not diff <= limit:
         raise RunError(
-            f"{name} does not reproduce cnnlab's logits (max |diff| {diff:.2e} > {atol:g})"
+            f"{name} does not reproduce cnnlab's logits (max |diff| {diff:.2e} > {limit:.2g})"
         )
     return diff
 
