@@ -67,3 +67,20 @@ def test_resnet18_small_input_overfits_two_batches(overfit) -> None:
     # for BN running averages (momentum 0.1) to settle, which is not what this test is about.
     losses = overfit(model, batches, opt, 12, eval_mode=False)
     assert max(losses) < 0.05, losses
+
+
+def test_basic_block_dilation_widens_the_receptive_field_at_the_same_resolution():
+    from cnnlab.models.resnet import BasicBlock
+
+    x = torch.zeros(1, 8, 17, 17)
+    x[0, :, 8, 8] = 1.0
+    plain, dilated = BasicBlock(8, 8).eval(), BasicBlock(8, 8, dilation=2).eval()
+    dilated.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        reach = [
+            ((b(x) - b(torch.zeros_like(x))).abs().sum((0, 1)) > 0).nonzero()
+            for b in (plain, dilated)
+        ]
+    assert dilated(x).shape == plain(x).shape == x.shape
+    span = [int(r[:, 0].max() - r[:, 0].min()) + 1 for r in reach]
+    assert span == [5, 9]  # two 3x3 convs: 5 pixels; dilated by 2: 9

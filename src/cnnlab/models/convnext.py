@@ -88,8 +88,7 @@ class ConvNeXt(ClassifierMixin, nn.Module):
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
         # Total stride 32 (4 x 2 x 2 x 2): 32 px is the smallest input that keeps a 1x1 final map.
-        # channels_last: benchmarks/zoo.py measured NHWC 1.01-1.13x faster than NCHW for training and
-        # inference at 224 and 32 px (Intel AVX-512/AMX); the LayerNorm permutes become free.
+        # channels_last: measured faster than NCHW (BENCHMARKS.md, zoo); LayerNorm permutes are free.
         self.default_cfg = DefaultCfg(
             input_size=(3, 224, 224), min_size=32, extra={"channels_last": True}
         ).for_chans(in_chans)

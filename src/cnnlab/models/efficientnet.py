@@ -174,8 +174,7 @@ class EfficientNet(ClassifierMixin, nn.Module):
         self.default_cfg = DefaultCfg(
             input_size=(3, input_size, input_size),
             min_size=32,
-            # channels_last: measured on B0 by benchmarks/zoo.py (training 1.7x, inference ~1.1x
-            # faster on CPU); the other variants are the same blocks, scaled.
+            # channels_last: measured faster on B0 (BENCHMARKS.md, zoo); B1-B7 are the same blocks.
             extra={
                 "width_mult": width_mult,
                 "depth_mult": depth_mult,

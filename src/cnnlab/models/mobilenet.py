@@ -167,7 +167,7 @@ class MobileNetV2(_MobileNetBase):
     ) -> None:
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
-        # benchmarks/zoo.py: channels-last trains 1.6-1.8x and infers 1.1-1.25x faster on CPU.
+        # channels_last: measured faster for training and inference (BENCHMARKS.md, zoo).
         self.default_cfg = replace(IMAGENET_CFG, extra={"channels_last": True}).for_chans(in_chans)
         cin = make_divisible(32 * width_mult, round_nearest)
         last = make_divisible(1280 * max(1.0, width_mult), round_nearest)

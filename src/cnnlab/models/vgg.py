@@ -16,8 +16,8 @@ from torch import nn
 from cnnlab.models._base import ClassifierMixin, DefaultCfg
 from cnnlab.models._registry import register_model
 
-# channels_last: benchmarks/zoo.py measured vgg11_bn NHWC 1.03-1.25x faster than NCHW for training
-# and inference at 224 and 32 px on both CPUs we have (AMD EPYC AVX2, Intel AVX-512/AMX).
+# channels_last: measured faster than NCHW on both CPU kinds (BENCHMARKS.md, zoo); fit and the
+# predictor follow it unless told otherwise.
 VGG_CFG = DefaultCfg(input_size=(3, 224, 224), min_size=32, extra={"channels_last": True})
 
 # Output channels per conv layer; "M" is a 2x2 max-pool. Keys are the paper's configurations.

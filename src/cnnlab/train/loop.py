@@ -115,6 +115,49 @@ def _progress_bar(state: TrainState, total: int) -> tqdm:
     )
 
 
+def _optimizer_step(
+    state: TrainState, settings: StepSettings, callbacks: Sequence[Callback]
+) -> None:
+    """Clip, step (through the loss scaler), clear the gradients, update the EMA, count the step."""
+    cfg, opt = state.config, state.optimizer
+    if cfg.grad_clip > 0:
+        settings.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in opt.param_groups for p in g["params"]], cfg.grad_clip
+        )
+    settings.scaler.step(opt)
+    settings.scaler.update()
+    opt.zero_grad(set_to_none=True)
+    if settings.ema is not None:
+        settings.ema.update(state.model)
+    state.step += 1
+    for cb in callbacks:
+        cb.on_batch_end(state)
+
+
+def _show_progress(
+    bar: tqdm,
+    state: TrainState,
+    total_loss: torch.Tensor,
+    sums: dict[str, torch.Tensor],
+    seen: int,
+    lr: float,
+    t0: float,
+    step0: int,
+) -> None:
+    """The running figures on the progress bar (its own ETA is the epoch's; ``run_left`` the run's)."""
+    el = time.perf_counter() - t0
+    left = (state.total_steps - state.step) * el / max(1, state.step - step0)
+    shown = {k.removeprefix("train_"): f"{v.item() / seen:.3f}" for k, v in sums.items()}
+    bar.set_postfix(
+        loss=f"{total_loss.item() / seen:.4f}",
+        **shown,
+        lr=f"{lr:.2e}",
+        ips=f"{seen / max(el, 1e-9):.0f}",
+        run_left=f"{left:.0f}s",
+    )
+
+
 def train_one_epoch(
     state: TrainState,
     loader: Any,
@@ -185,31 +228,10 @@ def train_one_epoch(
             sums[k] = sums[k] + v if k in sums else v
         state.last_loss = loss.detach()
         if boundary:
-            if cfg.grad_clip > 0:
-                settings.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in opt.param_groups for p in g["params"]], cfg.grad_clip
-                )
-            settings.scaler.step(opt)
-            settings.scaler.update()
-            opt.zero_grad(set_to_none=True)
-            if settings.ema is not None:
-                settings.ema.update(model)
-            state.step += 1
-            for cb in callbacks:
-                cb.on_batch_end(state)
+            _optimizer_step(state, settings, callbacks)
         bar.update(1)
         if cfg.progress and not bar.disable and (i % 10 == 0 or i + 1 == n_micro):
-            el = time.perf_counter() - t0
-            left = (state.total_steps - state.step) * el / max(1, state.step - step0)
-            shown = {k.removeprefix("train_"): f"{v.item() / seen:.3f}" for k, v in sums.items()}
-            bar.set_postfix(
-                loss=f"{total_loss.item() / seen:.4f}",
-                **shown,
-                lr=f"{lr:.2e}",
-                ips=f"{seen / max(el, 1e-9):.0f}",
-                run_left=f"{left:.0f}s",
-            )
+            _show_progress(bar, state, total_loss, sums, seen, lr, t0, step0)
     bar.close()
     elapsed = time.perf_counter() - t0
     names = list(sums)
@@ -322,6 +344,89 @@ def _callbacks(
     return out
 
 
+def _announce(setup: TrainingSetup) -> None:
+    """What the setup decided that a user should know: pretrained keys, the measured precision."""
+    cfg = setup.config
+    if not setup.dist.is_main:
+        return
+    if setup.pretrained_report is not None and cfg.progress:
+        print(f"pretrained: {setup.pretrained_report}", file=sys.stderr)
+    if cfg.amp.lower() == "fastest" and setup.device.type == "cpu":
+        chosen = "bf16" if setup.amp else "float32"
+        print(f"amp fastest: measured {chosen} faster for this model on this CPU", file=sys.stderr)
+
+
+def _new_state(
+    setup: TrainingSetup, settings: StepSettings, model: nn.Module, run_dir: Path
+) -> TrainState:
+    """The loop's state before its first epoch (or before restoring a checkpoint into it)."""
+    cfg, loader = setup.config, setup.train_loader
+    accum, micro = max(1, cfg.accum_steps), len(loader)
+    spe = max(1, micro // accum if loader.drop_last and micro >= accum else -(-micro // accum))
+    state = TrainState(cfg, model, setup.optimizer, run_dir, setup.device, steps_per_epoch=spe)
+    state.total_steps = cfg.epochs * spe
+    state.task, state.inner = setup.task, setup.model
+    state.is_main, state.world_size = setup.dist.is_main, setup.dist.world_size
+    state.eval_model = settings.ema.module if settings.ema is not None else setup.model
+    worst = -math.inf if setup.task.metric_mode(cfg.monitor) == "max" else math.inf
+    state.best = {"epoch": 0, "value": worst}
+    state.resumables = {
+        "scaler": settings.scaler,
+        "ema": settings.ema,
+        "plateau": PlateauTracker(cfg.schedule.factor, cfg.schedule.patience),
+        "generator": setup.generator,
+    }
+    return state
+
+
+def _prepare_epoch(
+    state: TrainState,
+    setup: TrainingSetup,
+    settings: StepSettings,
+    compiled: nn.Module,
+    freeze: str,
+) -> str:
+    """Unfreeze on schedule, set the epoch's image size and LR factor and this rank's shard;
+    returns the freeze strategy now in force."""
+    cfg, info, epoch = state.config, setup.dist, state.epoch
+    if _freeze_for_epoch(cfg, epoch) != freeze:
+        freeze = _freeze_for_epoch(cfg, epoch)
+        apply_freeze(setup.model, freeze)
+        state.model = _wrap(compiled, setup)
+        if cfg.progress and info.is_main:
+            print(f"epoch {epoch + 1}: unfrozen (freeze strategy now '{freeze}')", file=sys.stderr)
+    settings.freeze = freeze
+    settings.plateau_factor = state.resumables["plateau"].current
+    settings.size = size_for_epoch(cfg.data, epoch, cfg.epochs)
+    if info.enabled:
+        setup.train_loader.indices = shard_indices(
+            len(setup.splits.train), info.rank, info.world_size, cfg.seed, epoch
+        )
+    return freeze
+
+
+def _score_epoch(
+    state: TrainState, setup: TrainingSetup, train: dict[str, float], epoch_s: float
+) -> dict[str, Any]:
+    """Evaluate the epoch's model, update the plateau tracker and the best epoch; the metrics row."""
+    cfg, task = state.config, state.task
+    state.elapsed += epoch_s
+    ev = task.evaluate(state.eval_model, setup.test_loader)
+    if cfg.schedule.name == "plateau":
+        # the test loss when a loss is monitored, else the task's headline test metric
+        loss_key = next((k for k in ev if k.endswith("loss")), task.default_monitor)
+        value = -ev[loss_key] if "loss" in cfg.monitor else ev[task.default_monitor]
+        state.resumables["plateau"].update(value)
+    metrics = {"epoch": state.epoch + 1, **train, **ev, "epoch_s": epoch_s}
+    metrics["elapsed_s"] = state.elapsed
+    state.history.append(metrics)
+    mode = task.metric_mode(cfg.monitor)
+    state.improved = is_better(metrics[cfg.monitor], state.best["value"], mode)
+    if state.improved:
+        state.best = {"epoch": state.epoch + 1, "value": metrics[cfg.monitor]}
+    return metrics
+
+
 def fit(
     cfg: TrainConfig,
     callbacks: Sequence[Callback] = (),
@@ -343,41 +448,17 @@ def fit(
     """
     # 1. setup: everything validated and built before anything is written
     setup = setup_training(cfg, splits)
-    info, inner, task = setup.dist, setup.model, setup.task
-    if setup.pretrained_report is not None and cfg.progress and info.is_main:
-        print(f"pretrained: {setup.pretrained_report}", file=sys.stderr)
-    if cfg.amp.lower() == "fastest" and setup.device.type == "cpu" and info.is_main:
-        chosen = "bf16" if setup.amp else "float32"
-        print(f"amp fastest: measured {chosen} faster for this model on this CPU", file=sys.stderr)
+    _announce(setup)
+    inner = setup.model
     settings = StepSettings(
         scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16),
         amp=setup.amp,
         ema=ModelEma(inner, cfg.ema_decay) if cfg.ema_decay > 0 else None,
     )
     compiled = torch.compile(inner) if cfg.compile else inner
-    train_loader = setup.train_loader
-    accum, micro = max(1, cfg.accum_steps), len(train_loader)
-    spe = max(
-        1, micro // accum if train_loader.drop_last and micro >= accum else -(-micro // accum)
-    )
     # 2. the run directory
     run_dir, run_config = _open_run_dir(setup, resume)
-    state = TrainState(cfg, compiled, setup.optimizer, run_dir, setup.device, steps_per_epoch=spe)
-    state.total_steps = cfg.epochs * spe
-    state.task, state.inner, state.is_main, state.world_size = (
-        task,
-        inner,
-        info.is_main,
-        info.world_size,
-    )
-    state.eval_model = settings.ema.module if settings.ema is not None else inner
-    mode = task.metric_mode(cfg.monitor)
-    state.best = {"epoch": 0, "value": -math.inf if mode == "max" else math.inf}
-    plateau = PlateauTracker(cfg.schedule.factor, cfg.schedule.patience)
-    state.resumables = {
-        "scaler": settings.scaler, "ema": settings.ema, "plateau": plateau,
-        "generator": setup.generator,
-    }  # fmt: skip
+    state = _new_state(setup, settings, compiled, run_dir)
     state.callbacks = _callbacks(cfg, callbacks, run_config, setup)
     # 3. restore
     if resume is not None:
@@ -393,44 +474,17 @@ def fit(
     try:
         for epoch in range(state.epoch, cfg.epochs):
             state.epoch = epoch
-            if _freeze_for_epoch(cfg, epoch) != freeze:
-                freeze = _freeze_for_epoch(cfg, epoch)
-                apply_freeze(inner, freeze)
-                state.model = _wrap(compiled, setup)
-                if cfg.progress and info.is_main:
-                    print(
-                        f"epoch {epoch + 1}: unfrozen (freeze strategy now '{freeze}')",
-                        file=sys.stderr,
-                    )
-            settings.freeze, settings.plateau_factor = freeze, plateau.current
-            settings.size = size_for_epoch(cfg.data, epoch, cfg.epochs)
-            if info.enabled:
-                train_loader.indices = shard_indices(
-                    len(setup.splits.train), info.rank, info.world_size, cfg.seed, epoch
-                )
+            freeze = _prepare_epoch(state, setup, settings, compiled, freeze)
             for cb in state.callbacks:
                 cb.on_epoch_start(state)
             t0 = time.perf_counter()
-            tr = train_one_epoch(state, train_loader, state.callbacks, settings)
-            epoch_s = time.perf_counter() - t0
-            state.elapsed += epoch_s
-            ev = task.evaluate(state.eval_model, setup.test_loader)
-            if cfg.schedule.name == "plateau":
-                # the test loss when a loss is monitored, else the task's headline test metric
-                loss_key = next((k for k in ev if k.endswith("loss")), task.default_monitor)
-                plateau.update(-ev[loss_key] if "loss" in cfg.monitor else ev[task.default_monitor])
-            metrics = {
-                "epoch": epoch + 1, **tr, **ev, "epoch_s": epoch_s, "elapsed_s": state.elapsed
-            }  # fmt: skip
-            state.history.append(metrics)
-            state.improved = is_better(metrics[cfg.monitor], state.best["value"], mode)
-            if state.improved:
-                state.best = {"epoch": epoch + 1, "value": metrics[cfg.monitor]}
+            tr = train_one_epoch(state, setup.train_loader, state.callbacks, settings)
+            metrics = _score_epoch(state, setup, tr, time.perf_counter() - t0)
             for cb in state.callbacks:
                 cb.on_epoch_end(state, metrics)
             barrier()
             if state.stop:
-                if cfg.progress and info.is_main and state.stop_reason:
+                if cfg.progress and setup.dist.is_main and state.stop_reason:
                     print(state.stop_reason, file=sys.stderr)
                 break
         state.status = "stopped" if state.stop else "completed"
