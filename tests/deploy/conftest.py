@@ -61,11 +61,13 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        text = self.log()
         self.stop()
-        raise RuntimeError(f"server did not start:\n{self.log()}")
+        raise RuntimeError(f"server did not start:\n{text}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int | None:

@@ -33,6 +33,7 @@ from cnnlab.errors import RunError
 
 SPEC_ENV = "CNNLAB_SERVE_SPEC"  # how worker processes receive what to serve
 MAX_HEADER_BYTES = 64 * 1024
+WORKER_START_S = 300
 log = logging.getLogger("cnnlab.serve")
 
 
@@ -212,6 +213,9 @@ def serve(
             log_level,
             factory=True,
             workers=workers,
+            # a worker imports torch and loads the model before it answers the supervisor's
+            # pings; uvicorn's 5 s default killed and restarted workers forever on a busy CPU
+            timeout_worker_healthcheck=WORKER_START_S,
         )
         from uvicorn.supervisors import Multiprocess
 
