@@ -16,6 +16,7 @@ ACCEPTS_OVERRIDES = True
 # Flag → dotted config key. Everything else is reachable as --section.key VALUE.
 FLAGS = {
     "model": "model",
+    "task": "task",
     "data": "data.name",
     "data_dir": "data.data_dir",
     "image_size": "data.image_size",
@@ -64,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "options may change)",
     )
     p.add_argument("--model", help="model name (see `cnnlab models`), default simplecnn")
+    p.add_argument(
+        "--task",
+        help="what to learn: classification, detect(ion), segment(ation); default: the data's own",
+    )
     p.add_argument(
         "--data", help="data source: digits (embedded), fashion-mnist, mnist, imagefolder, …"
     )
@@ -162,13 +167,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     m = result.metrics
     if m:
-        print(
-            f"test accuracy {m['test_acc']:.4f}  test loss {m['test_loss']:.4f}  after {m['epoch']} epoch(s), {m['elapsed_s']:.1f}s of training"
+        scores = (
+            f"test accuracy {m['test_acc']:.4f}  test loss {m['test_loss']:.4f}"
+            if "test_acc" in m
+            else "  ".join(
+                f"{k.replace('_', ' ')} {v:.4f}" for k, v in m.items() if k.startswith("test_")
+            )
         )
+        print(f"{scores}  after {m['epoch']} epoch(s), {m['elapsed_s']:.1f}s of training")
     else:
         print("training stopped before the first epoch finished", file=sys.stderr)
     print(f"run directory: {result.run_dir}")
     print(f"  weights   {result.run_dir / 'model.safetensors'}")
-    print(f"  plots     {result.run_dir / 'curves.png'}  {result.run_dir / 'confusion.png'}")
+    plots = [p for p in ("curves.png", "confusion.png") if (result.run_dir / p).exists()]
+    print(f"  plots     {'  '.join(str(result.run_dir / p) for p in plots)}")
     print(f"  resume    cnnlab train --resume {result.run_dir} [--epochs N]")
     return 0 if m else 1
