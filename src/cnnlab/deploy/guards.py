@@ -235,8 +235,24 @@ def route_template(router: Router, scope: dict) -> str:
 class ObserveMiddleware:
     """Counts each answer under its route template and writes one access-log line per request."""
 
+    CACHE_SIZE = 1024
+
     def __init__(self, app: Any, metrics: Metrics, router: Router, access: bool):
         self.app, self.metrics, self.router, self.access = app, metrics, router, access
+        # (method, path) → template: matching every route's regex costs more than the rest of
+        # this middleware; bounded, since clients choose the paths
+        self.templates: dict[tuple[str, str], str] = {}
+
+    def template(self, scope: dict) -> str:
+        key = (scope.get("method", ""), scope.get("path", ""))
+        route = self.templates.get(key)
+        if route is None:
+            # before the app runs: routing rewrites the scope (a mount moves the path)
+            route = route_template(self.router, dict(scope))
+            if len(self.templates) >= self.CACHE_SIZE:
+                self.templates.clear()
+            self.templates[key] = route
+        return route
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -244,8 +260,7 @@ class ObserveMiddleware:
             return
         t0 = time.perf_counter()
         status, size = 0, 0
-        # before the app runs: routing rewrites the scope (a mount moves the path to root_path)
-        route = route_template(self.router, dict(scope))
+        route = self.template(scope)
 
         async def watching_send(msg: dict) -> None:
             nonlocal status, size
