@@ -29,7 +29,7 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The options every example shares: ``--fast``, ``--out`` and ``--cifar-dir``."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument(
         "--fast",
         action="store_true",

@@ -19,7 +19,13 @@ from cnnlab.errors import CnnlabError
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (argparse prints the whole usage otherwise)."""
+    """An ArgumentParser whose errors are one line (argparse prints the whole usage otherwise) and
+    that takes no abbreviations: with them ``--epoch 3`` silently meant ``--epochs 3``, and adding
+    an option could change what an old command line means."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.models import get_model_builder, list_models
     from cnnlab.inspect.model_table import describe_model, model_table
+    from cnnlab.models import get_model_builder, list_models
 
     names = list_models()
     if args.pattern and args.pattern in names:

@@ -37,29 +37,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def expand_inputs(items: list[str]) -> list[str]:
-    """Files as given, folders expanded to their image files, globs expanded (sorted)."""
+    """Files as given, folders expanded to their image files, globs expanded (sorted).
+
+    A glob that matches nothing, or a folder with no image file, is a user error naming it (a
+    silent empty list made "no image files matched" impossible to act on).
+    """
     from cnnlab.data.imagefolder import is_image_file
+    from cnnlab.errors import DataError
 
     out: list[str] = []
+    empty: list[str] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and is_image_file(f)]
+            found = [str(f) for f in sorted(p.rglob("*")) if f.is_file() and is_image_file(f)]
         elif any(ch in item for ch in "*?[") and not p.exists():
-            out += sorted(glob.glob(item, recursive=True))
+            found = sorted(f for f in glob.glob(item, recursive=True) if Path(f).is_file())
         else:
-            out.append(item)
+            found = [item]
+        if not found:
+            empty.append(f"'{item}'" + (" (a folder with no image files)" if p.is_dir() else ""))
+        out += found
+    if empty:
+        raise DataError(
+            f"no image files match {', '.join(empty)}; give image files, folders or quoted globs "
+            "such as 'photos/*.jpg' (recursive: 'photos/**/*.png')"
+        )
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.deploy.predictor import PredictionError, load
 
+    paths = expand_inputs(args.images)  # before loading the model: a typo fails at once
     predictor = load(args.run, device=args.device, batch_size=args.batch_size, backend=args.backend)
-    paths = expand_inputs(args.images)
-    if not paths:
-        print("cnnlab predict: error: no image files matched", file=sys.stderr)
-        return 2
     results = predictor.predict_files(paths, top_k=args.top_k)
     errors = [r for r in results if isinstance(r, PredictionError)]
     for e in errors:

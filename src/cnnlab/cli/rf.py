@@ -23,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.errors import ConfigError
-    from cnnlab.inspect import parse_input_size, parse_layers, receptive_field
-    from cnnlab.inspect import receptive_field_layers as rf_layers
-    from cnnlab.run import load_model_source
 
-    if args.layers:
+    if args.layers:  # pure arithmetic: the torch-free module only (start-up well under a second)
+        from cnnlab.inspect.rf_stack import parse_layers
+        from cnnlab.inspect.rf_stack import receptive_field_layers as rf_layers
+
         steps = rf_layers(parse_layers(args.layers))
         if args.json:
             print(json.dumps([s.__dict__ for s in steps], indent=2))
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise ConfigError("give a model (e.g. `cnnlab rf resnet18`) or --layers 3,3,2/2,…")
+    from cnnlab.inspect import parse_input_size, receptive_field
+    from cnnlab.run import load_model_source
+
     given = parse_input_size(args.input) if args.input else None
     kwargs = {"in_chans": given[0]} if given and not Path(args.model).is_dir() else {}
     model, size = load_model_source(args.model, **kwargs)

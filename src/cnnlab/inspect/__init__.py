@@ -1,86 +1,74 @@
 """The arithmetic of CNNs: convolution by hand, classic kernels, output sizes, parameter counts,
 receptive fields, MACs, summary tables and pictures — for any ``nn.Module`` and every zoo model.
 
-Pictures live in :mod:`cnnlab.inspect.viz` (imported on demand: it pulls in matplotlib).
+The names below are loaded on first use (PEP 562), so ``from cnnlab.inspect import output_size``
+imports only :mod:`cnnlab.inspect.geometry`: the pure arithmetic (``geometry``, ``params``,
+``rf_stack``; ``conv`` and ``kernels`` need only NumPy) never imports torch, which keeps
+``cnnlab arith`` and ``cnnlab rf --layers`` well under a second. Model tracing (``flops``,
+``receptive``, ``summary``) imports torch when first touched. Pictures live in
+:mod:`cnnlab.inspect.viz` (imported on demand: it pulls in matplotlib).
 """
 
-from cnnlab.inspect.conv import (
-    COURSE_EDGE_KERNEL,
-    COURSE_IMAGE,
-    ConvExplanation,
-    conv2d_numpy,
-    explain_conv,
-)
-from cnnlab.inspect.flops import LayerMacs, conv_macs, count_macs, layer_macs, linear_macs
-from cnnlab.inspect.geometry import (
-    PADDING_MODES,
-    check_input_size,
-    output_size,
-    padding_for,
-    parse_input_size,
-    same_padding,
-)
-from cnnlab.inspect.kernels import KERNELS, apply_kernel, get_kernel, list_kernels
-from cnnlab.inspect.params import (
-    Comparison,
-    batchnorm_params,
-    compare_5x5_vs_two_3x3,
-    compare_inception_naive_vs_reduced,
-    compare_standard_vs_separable,
-    conv_params,
-    depthwise_separable_params,
-    inception_params,
-    linear_params,
-)
-from cnnlab.inspect.receptive import (
-    LayerRF,
-    PlainLayerRF,
-    ReceptiveFieldReport,
-    parse_layers,
-    receptive_field,
-    receptive_field_layers,
-)
-from cnnlab.inspect.summary import FORMATS, ModelSummary, SummaryRow, format_summary, summarize
+from __future__ import annotations
 
-__all__ = [
-    "COURSE_EDGE_KERNEL",
-    "COURSE_IMAGE",
-    "FORMATS",
-    "KERNELS",
-    "PADDING_MODES",
-    "Comparison",
-    "ConvExplanation",
-    "LayerMacs",
-    "LayerRF",
-    "ModelSummary",
-    "PlainLayerRF",
-    "ReceptiveFieldReport",
-    "SummaryRow",
-    "apply_kernel",
-    "batchnorm_params",
-    "check_input_size",
-    "compare_5x5_vs_two_3x3",
-    "compare_inception_naive_vs_reduced",
-    "compare_standard_vs_separable",
-    "conv2d_numpy",
-    "conv_macs",
-    "conv_params",
-    "count_macs",
-    "depthwise_separable_params",
-    "explain_conv",
-    "format_summary",
-    "get_kernel",
-    "inception_params",
-    "layer_macs",
-    "linear_macs",
-    "linear_params",
-    "list_kernels",
-    "output_size",
-    "padding_for",
-    "parse_input_size",
-    "parse_layers",
-    "receptive_field",
-    "receptive_field_layers",
-    "same_padding",
-    "summarize",
-]
+import importlib
+from typing import Any
+
+# public name -> the submodule that defines it
+_WHERE = {
+    "COURSE_EDGE_KERNEL": "conv",
+    "COURSE_IMAGE": "conv",
+    "ConvExplanation": "conv",
+    "conv2d_numpy": "conv",
+    "explain_conv": "conv",
+    "LayerMacs": "flops",
+    "conv_macs": "flops",
+    "count_macs": "flops",
+    "layer_macs": "flops",
+    "linear_macs": "flops",
+    "PADDING_MODES": "geometry",
+    "check_input_size": "geometry",
+    "output_size": "geometry",
+    "padding_for": "geometry",
+    "parse_input_size": "geometry",
+    "same_padding": "geometry",
+    "KERNELS": "kernels",
+    "apply_kernel": "kernels",
+    "get_kernel": "kernels",
+    "list_kernels": "kernels",
+    "Comparison": "params",
+    "batchnorm_params": "params",
+    "compare_5x5_vs_two_3x3": "params",
+    "compare_inception_naive_vs_reduced": "params",
+    "compare_standard_vs_separable": "params",
+    "conv_params": "params",
+    "depthwise_separable_params": "params",
+    "inception_params": "params",
+    "linear_params": "params",
+    "LayerRF": "receptive",
+    "ReceptiveFieldReport": "receptive",
+    "receptive_field": "receptive",
+    "PlainLayerRF": "rf_stack",
+    "parse_layers": "rf_stack",
+    "receptive_field_layers": "rf_stack",
+    "FORMATS": "summary",
+    "ModelSummary": "summary",
+    "SummaryRow": "summary",
+    "format_summary": "summary",
+    "summarize": "summary",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnlab.inspect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cnnlab.inspect.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
