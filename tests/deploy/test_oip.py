@@ -147,3 +147,57 @@ def test_errors_are_4xx_with_a_message(client, reference):
     with pytest.raises(InferenceServerException) as exc:
         client.get_model_metadata(MODEL)  # no key
     assert exc.value.status() == "401"
+
+
+def test_wire_format_round_trip_and_refusals():
+    from cnnlab.deploy.oip import (
+        OIPError,
+        deserialize_bytes,
+        encode_infer_response,
+        parse_infer_request,
+        serialize_bytes,
+    )
+
+    items = [b"", b"abc", bytes(range(256))]
+    assert deserialize_bytes(serialize_bytes(items), 3) == items
+    for broken in (serialize_bytes(items)[:-1], serialize_bytes(items) + b"x"):
+        with pytest.raises(OIPError):
+            deserialize_bytes(broken, 3)
+    x = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [1, 1, 2, 3],
+                    "parameters": {"binary_data_size": 24},
+                }
+            ]
+        }
+    ).encode()
+    req = parse_infer_request(head + x.tobytes(), str(len(head)))
+    np.testing.assert_array_equal(req.inputs[0].data, x)
+    refusals = [
+        (head + x.tobytes()[:-4], str(len(head))),  # fewer bytes than binary_data_size
+        (head + x.tobytes() + b"\0", str(len(head))),  # bytes that belong to no input
+        (head + x.tobytes(), "99999"),  # header length past the body
+        (b'{"inputs": []}', None),
+        (b"not json", None),
+        (b'{"inputs": [{"name": "a", "datatype": "INT64", "shape": [1], "data": [1]}]}', None),
+        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1]}]}', None),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}],'
+            b' "outputs": [{"name": "logits"}]}',
+            None,
+        ),
+    ]
+    for body, length in refusals:
+        with pytest.raises(OIPError) as exc:
+            parse_infer_request(body, length)
+        assert exc.value.status == 400 and exc.value.detail
+    body, n = encode_infer_response(
+        {"model_name": "m"}, [("label", "BYTES", [2], [b"cat", b"dog"], True)]
+    )
+    assert json.loads(body[:n])["outputs"][0]["parameters"]["binary_data_size"] == 14
+    assert deserialize_bytes(body[n:], 2) == [b"cat", b"dog"]
