@@ -18,6 +18,7 @@ Run:  python benchmarks/cache_cost.py            (about a minute on 2 cores)
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         "epoch. Full hashing is what the default does for files up to 48 KiB (the small-folder "
         "rows differ only by noise); on the large files it reads every byte instead of 48 KiB.\n"
     )
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        text += (
+            "\nThe CPU was shared while measuring (load average above the core count): absolute "
+            "times are inflated and noisy; compare rows of one table, measured interleaved.\n"
+        )
     print(text)
     if not a.quick:
         write_section("cache_cost", text)
