@@ -28,8 +28,31 @@ def test_export_int8_reports_accuracy_drop(digits_run, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    assert report["int8"]["accuracy_drop"] <= 1.0
+    q = report["int8"]
+    assert q["accuracy_drop"] <= 1.0
     assert (tmp_path / "m.int8.onnx").exists()
+    # one set of figures: the table's int8 row quotes the full-split measurement
+    row = report["rows"][1]
+    assert row["top1_agreement"] == pytest.approx(q["agreement"] / 100)
+    assert row["latency_ms"] == pytest.approx(q["int8_ms"])
+    assert f"{q['test_images']} test images" in row["samples"] and q["test_images"] == 360
+    assert "most accurate" in q["rule"]
+
+
+def test_export_text_prints_accuracy_changes_with_their_sign(capsys):
+    from cnnlab.cli.export import _print_report
+    from cnnlab.deploy.export import ExportReport
+
+    cand = {"latency_ms": 0.5, "int8_acc": 90.0, "accuracy_drop": 0.83, "agreement": 99.2}
+    q = {
+        "config": "U8S8-per-tensor", "rule": "RULE TEXT", "fp32_acc": 90.83, "int8_acc": 90.0,
+        "accuracy_drop": 0.83, "agreement": 99.17, "test_images": 360, "fp32_ms": 0.6,
+        "candidates": {"U8S8-per-tensor": cand},
+    }  # fmt: skip
+    _print_report(ExportReport(rows=[], int8=q), as_json=False)
+    out = capsys.readouterr().out
+    assert "(-0.83 points)" in out and "+0.83" not in out
+    assert "rule: RULE TEXT" in out and "99.17%" in out and "360 test images" in out
 
 
 def test_export_failed_check_fails_the_command(digits_run, tmp_path):
@@ -98,3 +121,16 @@ def test_serve_refuses_torchscript(tmp_path):
     f.write_bytes(b"x")
     res = run_cli("serve", "--model", str(f))
     assert res.returncode == 2 and "onnx" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bench_reports_each_phase_and_streams_rows():
+    from cnnlab.deploy.bench import benchmark
+
+    steps, rows = [], []
+    out = benchmark(
+        "simplecnn", ("torch",), (1, 2), rounds=1, per_round=2, on_row=rows.append,
+        on_step=steps.append,
+    )  # fmt: skip
+    assert rows == out and [r.batch for r in rows] == [1, 2]
+    assert any("warming up torch" in s for s in steps)
+    assert any("timing round 1/1" in s for s in steps)

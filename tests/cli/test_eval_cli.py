@@ -59,8 +59,15 @@ def test_eval_with_tta_and_calibration_through_the_real_process(run_copy):
     cfg = json.loads((run_copy / "config.json").read_text())
     assert float(lines[0].split()[1]) == pytest.approx(cfg["metrics"]["test_acc"], abs=1e-4)
     assert lines[1].startswith("with TTA (flip): accuracy")
-    assert "calibration: temperature" in res.stdout and "saved to config.json" in res.stdout
-    assert cfg["calibration"]["temperature"] > 0
+    assert "calibration: temperature" in res.stdout
+    # saved only when it lowers the cross-fitted NLL, and the line says which happened
+    line = next(ln for ln in lines if ln.startswith("calibration:"))
+    nll = line.split("NLL ")[1].split(",")[0]  # "0.3300 -> 0.3246"
+    before, after = (float(v) for v in nll.split(" -> "))
+    if after < before:
+        assert "saved to config.json" in line and cfg["calibration"]["temperature"] > 0
+    else:
+        assert "not saved" in line and "calibration" not in cfg
     for name in (
         "confusion.png",
         "per_class.png",
@@ -76,6 +83,31 @@ def test_eval_with_tta_and_calibration_through_the_real_process(run_copy):
 def test_eval_prints_latency(run_copy, capsys):
     code, out, _ = run_main(capsys, "eval", "--run", run_copy, "--no-plots")
     assert code == 0 and "ms/image at batch 1" in out and "images/s" in out
+    assert "p90" in out and "warm-up" in out
+
+
+@pytest.mark.parametrize(
+    "calibrate,improves,saved,needle",
+    [
+        (True, False, None, "does not lower the cross-fitted NLL: not saved (nothing saved)"),
+        (True, False, 1.3, "not saved (config.json keeps T=1.3000)"),
+        (False, True, None, "it lowers the NLL: --calibrate saves it"),
+        (False, False, None, "it does not lower the NLL: nothing to save"),
+    ],
+)
+def test_calibration_verdict_says_what_happened(calibrate, improves, saved, needle):
+    from cnnlab.cli.eval import _calibration_verdict
+
+    c = {"improves": improves, "saved_temperature": saved, "saved_now": False}
+    assert needle in _calibration_verdict(c, calibrate)
+
+
+def test_a_temperature_that_worsens_nll_is_not_an_improvement():
+    from cnnlab.evaluate.run_eval import calibration_improves
+
+    assert not calibration_improves({"nll_before": 0.0929, "nll_after": 0.1009})  # the issue's
+    assert calibration_improves({"nll_before": 0.12, "nll_after": 0.10})
+    assert not calibration_improves({"nll_before": 0.1})  # too few images to cross-fit
 
 
 @pytest.mark.parametrize("method", ["mean", "weighted", "vote"])

@@ -119,3 +119,68 @@ def test_export_run_checks_on_the_runs_test_images(digits_run, tmp_path):
     assert "test images of digits" in row["samples"] and row["size_mb"] > 0
     meta = read_metadata(tmp_path / "m.onnx")
     assert meta["classes"] == [str(i) for i in range(10)] and len(meta["weights_sha256"]) == 64
+
+
+# --- latency and the int8 recipe (issue 20) -------------------------------------------------
+
+
+def _slow_start(slow_calls: int, slow_s: float, fast_s: float):
+    """A callable whose first ``slow_calls`` calls take ``slow_s`` and the rest ``fast_s``: the
+    shape of a fresh process's first inferences."""
+    import time
+
+    n = [0]
+
+    def fn():
+        n[0] += 1
+        time.sleep(slow_s if n[0] <= slow_calls else fast_s)
+
+    return fn
+
+
+def test_latency_waits_out_a_slow_start():
+    from cnnlab.deploy.latency import measure_latency
+
+    # 60 slow calls then fast ones: a fixed few-call window measured only the slow ones
+    lat = measure_latency(_slow_start(60, 0.004, 0.0002), budget_s=0.1)
+    assert lat.stable and lat.warmup_calls > 60
+    assert lat.median < 0.001 and lat.p90 >= lat.median and lat.calls >= 10
+    d = lat.to_dict()
+    assert d["median_ms"] == pytest.approx(lat.median * 1000)
+
+
+def test_percentile_matches_numpy():
+    import numpy as np
+
+    from cnnlab.deploy.latency import percentile
+
+    xs = [0.3, 0.1, 0.9, 0.4, 0.2, 0.7]
+    for q in (0, 25, 50, 90, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_int8_recipe_rule_prefers_accuracy_within_timing_noise():
+    from cnnlab.deploy.int8 import choose_recipe
+
+    rows = {  # the issue's case: the fastest by a hair lost 0.83 points, another only 0.28
+        "U8S8-per-channel": {"latency_ms": 0.50, "accuracy_drop": 0.83},
+        "U8S8-per-tensor": {"latency_ms": 0.52, "accuracy_drop": 0.28},
+        "S8S8-per-channel": {"latency_ms": 0.90, "accuracy_drop": 0.0},
+    }
+    best, rule = choose_recipe(rows, max_drop=1.0, noise=0.05)
+    assert best == "U8S8-per-tensor"
+    assert "5%" in rule and "most accurate" in rule
+    # clearly slower recipes are not "equally fast", however accurate
+    assert choose_recipe(rows, 1.0, 0.01)[0] == "U8S8-per-channel"
+    # beyond the allowed drop: refused as fast, the most accurate is kept and the rule says so
+    best, rule = choose_recipe(rows, max_drop=0.1, noise=0.05)
+    assert best == "S8S8-per-channel"
+    best, rule = choose_recipe({"a": {"latency_ms": 1, "accuracy_drop": 3}}, 1.0, 0.05)
+    assert best == "a" and "no recipe within" in rule
+
+
+def test_timing_noise_is_the_relative_spread_with_a_floor():
+    from cnnlab.deploy.int8 import MIN_NOISE, timing_noise
+
+    assert timing_noise([1.0] * 20) == MIN_NOISE
+    assert timing_noise([1.0, 1.0, 1.2, 1.4, 0.8, 0.6, 1.0]) > MIN_NOISE

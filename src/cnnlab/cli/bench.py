@@ -34,14 +34,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.bench import benchmark, format_table
+    import sys
+
+    from cnnlab.deploy.bench import TABLE_HEADER, benchmark, format_row
 
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
-    rows = benchmark(
-        args.model, backends, args.batch, args.size, rounds=args.rounds, threads=args.threads
-    )
     if args.json:
+        rows = benchmark(
+            args.model, backends, args.batch, args.size, rounds=args.rounds, threads=args.threads
+        )
         print(json.dumps([r.to_dict() for r in rows], indent=2))
-    else:
-        print(format_table(rows))
+        return 0
+    # a big model takes minutes: the phase on stderr (when it is a terminal), rows as measured
+    tty = sys.stderr.isatty()
+
+    def step(text: str) -> None:
+        if tty:
+            print(f"\r\033[K{text}…", end="", file=sys.stderr, flush=True)
+
+    header = [False]
+
+    def row(r) -> None:
+        step("")
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        if not header[0]:
+            print(TABLE_HEADER)
+            print("-" * len(TABLE_HEADER))
+            header[0] = True
+        print(format_row(r), flush=True)
+
+    benchmark(
+        args.model,
+        backends,
+        args.batch,
+        args.size,
+        rounds=args.rounds,
+        threads=args.threads,
+        on_row=row,
+        on_step=step,
+    )
     return 0

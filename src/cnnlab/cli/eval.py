@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibrate",
         action="store_true",
-        help="save the fitted temperature into config.json (the predictor then applies it)",
+        help="save the fitted temperature into config.json (the predictor then applies it) when "
+        "it lowers the cross-fitted NLL; the command says either way",
     )
     p.add_argument(
         "--resize",
@@ -62,6 +63,24 @@ def format_report(res) -> str:
             f"{k + ' avg':<16} {a['precision']:>9.4f} {a['recall']:>9.4f} {a['f1']:>9.4f} {a['support']:>8d}"
         )
     return "\n".join(lines)
+
+
+def _calibration_verdict(c: dict, calibrate: bool) -> str:
+    """What happened to the temperature, in words, whether or not --calibrate was given."""
+    if c.get("saved_now"):
+        return "it lowers the NLL: saved to config.json (the predictor applies it)"
+    if calibrate and not c.get("improves"):
+        kept = (
+            f"config.json keeps T={c['saved_temperature']:.4f}"
+            if c.get("saved_temperature")
+            else "nothing saved"
+        )
+        return f"it does not lower the cross-fitted NLL: not saved ({kept})"
+    if c.get("saved_temperature"):
+        return f"config.json has T={c['saved_temperature']:.4f}"
+    if c.get("improves"):
+        return "it lowers the NLL: --calibrate saves it"
+    return "it does not lower the NLL: nothing to save"
 
 
 def _headline(name: str, r, width: int) -> str:
@@ -136,24 +155,18 @@ def run(args: argparse.Namespace) -> int:
         )
     c = res.calibration
     if c and "nll_after" in c:
-        saved = (
-            "saved to config.json"
-            if args.calibrate
-            else (
-                f"saved T={c['saved_temperature']:.4f}"
-                if c.get("saved_temperature")
-                else "not saved (--calibrate saves it)"
-            )
-        )
         print(
-            f"calibration: temperature {c['temperature']:.4f}; NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}, "
-            f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f} (2-fold cross-fitted); {saved}"
+            f"calibration: temperature {c['temperature']:.4f}; NLL {c['nll_before']:.4f} -> "
+            f"{c['nll_after']:.4f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f} "
+            f"(2-fold cross-fitted); {_calibration_verdict(c, args.calibrate)}"
         )
     if res.latency:
         lat = res.latency
         print(
-            f"latency: {lat['ms_per_image_batch1']:.2f} ms/image at batch 1, {lat['images_per_s']:.0f} images/s "
-            f"at batch {lat['batch_size']} ({lat['device']}, {lat['threads']} threads)"
+            f"latency: {lat['ms_per_image_batch1']:.2f} ms/image at batch 1 (median; p90 "
+            f"{lat['p90_ms_batch1']:.2f} ms), {lat['images_per_s']:.0f} images/s at batch "
+            f"{lat['batch_size']} ({lat['device']}, {lat['threads']} threads, after a warm-up "
+            "until the timing is stable)"
         )
     print(format_report(res))
     for name, path in res.artefacts.items():

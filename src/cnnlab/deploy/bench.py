@@ -8,7 +8,7 @@ the percentiles come from individual call times, not from an average.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from cnnlab.deploy.backends import (
     onnx_bytes,
     time_backend,
 )
+from cnnlab.deploy.latency import warm_up
 from cnnlab.deploy.quantize import quantize_onnx
 from cnnlab.errors import ConfigError, UnknownNameError
 from cnnlab.inspect import count_macs
@@ -83,8 +84,14 @@ def benchmark(
     rounds: int = 5,
     per_round: int = 4,
     threads: int | None = None,
+    on_row: Callable[[BenchRow], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> list[BenchRow]:
     """Time ``backends`` on ``source`` (a zoo model name or a run directory) at each batch size.
+
+    A big model at 224 px takes minutes, so the caller can follow along: ``on_step(text)`` is told
+    each phase (exporting, quantising, warming up, timing) and ``on_row(row)`` gets every row as
+    soon as it is measured. Each backend is warmed up until its timing is stable before timing.
 
     Example::
 
@@ -101,8 +108,10 @@ def benchmark(
     model, input_size, cfg = _resolve(source, size)
     params = sum(p.numel() for p in model.parameters())
     macs = _macs(model, input_size)
+    step = on_step or (lambda _text: None)
     built: dict[str, tuple[object, float]] = {}
     for name in backends:
+        step(f"building the {name} backend")
         if name == "onnx":
             data = onnx_bytes(model, input_size)
             built[name] = (OnnxBackend(data, "onnx", threads), len(data) / 1e6)
@@ -122,28 +131,31 @@ def benchmark(
     for batch in batches:
         x = torch.randn(batch, *input_size, generator=g)
         times: dict[str, list[float]] = {k: [] for k in built}
-        for fn, _ in built.values():
-            fn(x)  # warm-up
-        for _ in range(rounds):
+        for name, (fn, _) in built.items():
+            step(f"batch {batch}: warming up {name}")
+            warm_up(lambda fn=fn, x=x: fn(x), min_calls=20, max_s=3.0)  # first calls are slower
+        for r in range(rounds):
+            step(f"batch {batch}: timing round {r + 1}/{rounds}")
             for name, (fn, _) in built.items():
                 times[name] += time_backend(fn, x, warmup=0, iters=per_round, max_time=30.0)
         for name, (_, mb) in built.items():
             t = times[name]
-            rows.append(
-                BenchRow(
-                    name,
-                    batch,
-                    input_size[1],
-                    _percentile(t, 50) * 1000,
-                    _percentile(t, 90) * 1000,
-                    _percentile(t, 99) * 1000,
-                    batch / statistics.median(t),
-                    params,
-                    macs,
-                    mb,
-                    len(t),
-                )
+            row = BenchRow(
+                name,
+                batch,
+                input_size[1],
+                _percentile(t, 50) * 1000,
+                _percentile(t, 90) * 1000,
+                _percentile(t, 99) * 1000,
+                batch / statistics.median(t),
+                params,
+                macs,
+                mb,
+                len(t),
             )
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
     return rows
 
 
@@ -157,17 +169,21 @@ def _calibration(cfg: dict, input_size: tuple[int, int, int]) -> torch.Tensor:
     return torch.randn(64, *input_size, generator=torch.Generator().manual_seed(0))
 
 
+TABLE_HEADER = (
+    f"{'backend':<14} {'batch':>5} {'size':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+    f"{'img/s':>9} {'params':>11} {'MACs':>14} {'file MB':>8}"
+)
+
+
+def format_row(r: BenchRow) -> str:
+    """One line of the benchmark table (see :data:`TABLE_HEADER`)."""
+    macs = f"{r.macs:,}" if r.macs is not None else "n/a"
+    return (
+        f"{r.backend:<14} {r.batch:>5} {r.size:>5} {r.p50_ms:>9.2f} {r.p90_ms:>9.2f} "
+        f"{r.p99_ms:>9.2f} {r.images_per_s:>9.1f} {r.params:>11,} {macs:>14} {r.file_mb:>8.2f}"
+    )
+
+
 def format_table(rows: Sequence[BenchRow]) -> str:
     """A fixed-width table of benchmark rows."""
-    header = (
-        f"{'backend':<14} {'batch':>5} {'size':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-        f"{'img/s':>9} {'params':>11} {'MACs':>14} {'file MB':>8}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        macs = f"{r.macs:,}" if r.macs is not None else "n/a"
-        lines.append(
-            f"{r.backend:<14} {r.batch:>5} {r.size:>5} {r.p50_ms:>9.2f} {r.p90_ms:>9.2f} "
-            f"{r.p99_ms:>9.2f} {r.images_per_s:>9.1f} {r.params:>11,} {macs:>14} {r.file_mb:>8.2f}"
-        )
-    return "\n".join(lines)
+    return "\n".join([TABLE_HEADER, "-" * len(TABLE_HEADER), *(format_row(r) for r in rows)])

@@ -12,8 +12,6 @@ half, so the after-calibration numbers never grade parameters on the images they
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,8 @@ import numpy as np
 import torch
 
 from cnnlab.data import BatchLoader, ImageDataset, load_dataset, resize_dataset
+from cnnlab.deploy.latency import Latency
+from cnnlab.deploy.latency import measure_latency as time_calls
 from cnnlab.errors import DataError, UnknownNameError
 from cnnlab.evaluate import plots
 from cnnlab.evaluate.calibration import calibration_summary, stratified_folds
@@ -212,39 +212,38 @@ def measure_latency(
     batch_size: int = 64,
     budget_s: float = 1.0,
 ) -> dict[str, Any]:
-    """Median milliseconds per single image and images/s at ``batch_size`` (after warm-up).
+    """Milliseconds per single image (median and p90) and images/s at ``batch_size``, each
+    measured after warming up until the timing is stable (:func:`cnnlab.deploy.latency.warm_up`).
 
-    Each measurement repeats until half the time budget is spent (at least 3 times), so small
-    models get many samples and big ones still finish; medians resist other processes' noise.
+    ``budget_s`` is split between the two measurements; medians resist other processes' noise.
     """
     device = torch.device(device)
     model = model.eval().to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
 
-    def timed(n: int) -> list[float]:
+    def timed(n: int) -> Latency:
         x = torch.randn(n, *input_size, device=device)
         with torch.inference_mode():
-            model(x)  # warm-up (allocations, kernel selection)
-            times: list[float] = []
-            start = time.perf_counter()
-            while len(times) < 3 or (
-                time.perf_counter() - start < budget_s / 2 and len(times) < 200
-            ):
-                t0 = time.perf_counter()
-                model(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-        return times
+            return time_calls(lambda: model(x), budget_s=budget_s / 2, min_calls=5, sync=sync)
 
-    one = statistics.median(timed(1))
-    many = statistics.median(timed(batch_size))
+    one, many = timed(1), timed(batch_size)
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "ms_per_image_batch1": one * 1000,
+        "ms_per_image_batch1": one.median_ms,
+        "p90_ms_batch1": one.p90_ms,
+        "warmup_calls": one.warmup_calls,
         "batch_size": batch_size,
-        "images_per_s": batch_size / many,
+        "images_per_s": batch_size / many.median,
     }
+
+
+def calibration_improves(calibration: dict[str, Any]) -> bool:
+    """Whether the fitted temperature lowers the cross-fitted NLL (the honest estimate of what it
+    does to unseen images). A temperature that makes it worse is never worth saving: on a small
+    test split the fit can chase noise (0.0929 -> 0.1009 in issue 20)."""
+    after, before = calibration.get("nll_after"), calibration.get("nll_before")
+    return after is not None and before is not None and after < before
 
 
 def save_calibration(run_dir: str | Path, calibration: dict[str, Any]) -> Path:
@@ -277,7 +276,8 @@ def evaluate_run(
     log-loss, ECE and the temperature that would calibrate the model (with cross-fitted before /
     after NLL and ECE). ``tta`` adds the same metrics with test-time augmentation (``flip``,
     ``flip+crops``, or view names) next to the plain ones; ``calibrate=True`` saves the temperature
-    into ``config.json``; ``latency`` measures ms/image and images/s. ``write_plots`` writes
+    into ``config.json`` when it lowers the cross-fitted NLL (``calibration["saved_now"]`` says
+    whether it did); ``latency`` measures ms/image and images/s. ``write_plots`` writes
     ``confusion.png``, ``confusion_normalized.png``, ``per_class.png``, ``reliability.png``,
     ``top_losses.png`` and ``eval.json`` into the run directory. ``resize`` allows data of another
     image size (default: only the run's own source).
@@ -301,9 +301,12 @@ def evaluate_run(
     res.calibration = calibration_summary(logits, test.labels, N_BINS)
     saved = cfg.get("calibration", {}).get("temperature")
     res.calibration["saved_temperature"] = saved
-    if calibrate:
+    res.calibration["improves"] = calibration_improves(res.calibration)
+    res.calibration["saved_now"] = False
+    if calibrate and res.calibration["improves"]:
         save_calibration(run_dir, {**res.calibration, "fitted_on": _fitted_on(cfg, data, len(y))})
         res.calibration["saved_temperature"] = res.calibration["temperature"]
+        res.calibration["saved_now"] = True
     if tta not in ("none", "identity"):
         _, tprobs = predict_dataset(model, test, cfg, dev, batch_size, tta)
         t = result_from_probs(run_dir, res.classes, tprobs, y)
@@ -409,7 +412,6 @@ def evaluate_ensemble(
     """
 
     if method not in METHODS:
-
         raise UnknownNameError("ensemble method", method, METHODS)
     dirs = [Path(r) for r in run_dirs]
     if len(dirs) < 2:
