@@ -56,3 +56,6 @@ def test_training_on_a_folder_with_bad_files_lists_them_in_skipped_txt(
     assert sorted(line.split("\t")[0] for line in listed) == sorted(
         [str(root / "red" / "zero.jpg"), str(root / "blue" / "fake.png")]
     )
+    err = capsys.readouterr().err
+    summary = [line for line in err.splitlines() if "skipped" in line]
+    assert len(summary) == 1 and "skipped 2" in summary[0] and "skipped.txt" in summary[0]

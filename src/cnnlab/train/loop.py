@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from cnnlab.data import DatasetSplits
+from cnnlab.data import DatasetSplits, format_skipped, skipped_summary
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.run import (
     CONFIG_FILE,
@@ -285,9 +285,13 @@ def _open_run_dir(setup: TrainingSetup, resume: str | Path | None) -> tuple[Path
         run_dir = Path(broadcast_object(made))
     if info.is_main:
         save_json(run_dir / CONFIG_FILE, run_config)
-        skipped = setup.splits.train.skipped
+        skipped = list(
+            dict.fromkeys([*setup.splits.train.skipped, *getattr(setup.splits.test, "skipped", [])])
+        )
         if skipped:
-            (run_dir / SKIPPED_FILE).write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+            path = run_dir / SKIPPED_FILE
+            path.write_text(format_skipped(skipped), encoding="utf-8")
+            print(skipped_summary(len(skipped), path), file=sys.stderr)
     return run_dir, run_config
 
 
