@@ -11,12 +11,14 @@ EXAMPLE = "cnnlab models 'resnet*'     # or: cnnlab models resnet18 --detail"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="a model name, or a glob such as 'vgg*'")
-    p.add_argument("--no-macs", action="store_true", help="skip MAC counting (faster)")
+    p.add_argument(
+        "--no-macs", action="store_true", help="leave out MACs (only matters for unrecorded models)"
+    )
     p.add_argument("--format", choices=("text", "markdown"), default="text")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.inspect.model_table import describe_model, model_table
+    from cnnlab.inspect.model_table import describe_model, iter_model_rows
     from cnnlab.models import get_model_builder, list_models
 
     names = list_models()
@@ -29,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
     if not chosen:
         print(f"no model matches '{args.pattern}'")
         return 1
-    print(model_table(chosen, macs=not args.no_macs, fmt=args.format))
+    for line in iter_model_rows(chosen, macs=not args.no_macs, fmt=args.format):
+        print(line, flush=True)  # each row as soon as it is known (recorded rows: at once)
     return 0
