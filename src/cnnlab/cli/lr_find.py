@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "resume", None):
         raise ConfigError("lr-find does not take --resume; give the model and data instead")
     cfg = train_cli.build_config(args)
-    res = lr_find(cfg, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.steps)
+    cfg, splits = train_cli.fit_model_to_data(cfg)
+    res = lr_find(
+        cfg, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.steps, splits=splits
+    )
     path = plot_lr_find(res, args.out)
     stop = "stopped when the loss diverged" if res.diverged else "reached the end LR"
     print(f"suggested lr {res.suggestion:.2e}  (lowest loss at {res.min_loss_lr:.2e}; {stop})")

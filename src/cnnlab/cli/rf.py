@@ -42,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise ConfigError("give a model (e.g. `cnnlab rf resnet18`) or --layers 3,3,2/2,…")
+    from cnnlab.cli.summary import small_input_for
     from cnnlab.inspect import parse_input_size, receptive_field
     from cnnlab.run import load_model_source
 
     given = parse_input_size(args.input) if args.input else None
     kwargs = {"in_chans": given[0]} if given and not Path(args.model).is_dir() else {}
+    if given and not Path(args.model).is_dir():
+        kwargs.update(small_input_for(args.model, min(given[1:]), kwargs))
     model, size = load_model_source(args.model, **kwargs)
     size = given or size
     if size is None:

@@ -25,6 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def small_input_for(model: str, size: int, kwargs: dict) -> dict:
+    """A zoo model's small-input variant when ``--input`` is below its standard minimum (said on
+    stderr), as training picks it; ``{}`` otherwise."""
+    import sys
+
+    from cnnlab.models import kwargs_for_input
+
+    extra = kwargs_for_input(model, size, **kwargs)
+    if extra:
+        print(f"{model}: small_input=True for {size}x{size} inputs", file=sys.stderr)
+    return extra
+
+
 def run(args: argparse.Namespace) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.inspect import format_summary, parse_input_size, summarize
@@ -38,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     size = parse_input_size(args.input) if args.input else None
     if size and args.in_chans is None and not Path(args.model).is_dir():
         kwargs["in_chans"] = size[0]  # `--input 1x28x28` builds a grayscale model
+    if size and not Path(args.model).is_dir():
+        kwargs.update(small_input_for(args.model, min(size[1:]), kwargs))
     model, default_size = load_model_source(args.model, **kwargs)
     size = size or default_size
     if size is None:

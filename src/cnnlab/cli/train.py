@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 NAME = "train"
@@ -99,7 +100,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="none, early (stem + first stage), most (all but the last stage and head), "
         "all-but-head (feature extraction)",
     )
-    t.add_argument("--unfreeze-at", type=int, help="epoch at which everything is unfrozen")
+    t.add_argument(
+        "--unfreeze-at",
+        type=int,
+        metavar="N",
+        help="train N epochs with --freeze, then everything from epoch N+1 (0: never unfreeze)",
+    )
     t.add_argument("--layer-decay", type=float, help="layer-wise LR decay per depth unit, e.g. 0.7")
     r = p.add_argument_group("regularisation and speed")
     r.add_argument("--augment", help="batch augmentation spec, e.g. flip,crop:4")
@@ -152,15 +158,44 @@ def build_config(args: argparse.Namespace):
     return apply_overrides(cfg, overrides)
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
+def fit_model_to_data(cfg, resume: str | None = None):
+    """``(cfg, splits)``: for a model with a small-input variant (ResNet) and images below its
+    standard minimum, the config with that variant chosen and a line saying so; the splits that
+    were loaded to find out are passed on, so the data is read once. Otherwise ``(cfg, None)``.
 
+    The course trains ResNets on 28-pixel digits; the 7x7/2 stem refused them, and the error
+    did not name the option. ``--model_kwargs.small_input false`` keeps the standard stem.
+    """
+    from dataclasses import replace
+
+    from cnnlab.models import kwargs_for_input, small_input_sizes
+    from cnnlab.train.setup import prepare_data
+
+    if resume or small_input_sizes(cfg.model, **cfg.model_kwargs) is None:
+        return cfg, None  # no variant to choose: the data is loaded by fit as usual
+    splits = prepare_data(cfg)
+    size = min([*splits.train.image_shape[1:], *cfg.data.sizes])
+    extra = kwargs_for_input(cfg.model, size, **cfg.model_kwargs)
+    if extra:
+        cfg = replace(cfg, model_kwargs={**cfg.model_kwargs, **extra})
+        if os.environ.get("RANK", "0") == "0":
+            print(
+                f"{cfg.model}: small_input=True for {size}x{size} images (a 3x3 stride-1 stem "
+                "without the max-pool; --model_kwargs.small_input false keeps the standard stem)",
+                file=sys.stderr,
+            )
+    return cfg, splits
+
+
+def run(args: argparse.Namespace) -> int:
     from cnnlab.train import fit
     from cnnlab.train.distributed import cleanup_distributed
 
     cfg = build_config(args)
+    resume = getattr(args, "resume", None)
     try:
-        result = fit(cfg, resume=getattr(args, "resume", None))
+        cfg, splits = fit_model_to_data(cfg, resume)
+        result = fit(cfg, splits=splits, resume=resume)
     finally:
         cleanup_distributed()
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports

@@ -18,13 +18,22 @@ from cnnlab.models import (  # noqa: F401  (imported for their @register_model s
     yolo,
 )
 from cnnlab.models._base import ClassifierMixin, DefaultCfg
-from cnnlab.models._registry import get_model, get_model_builder, list_models, register_model
+from cnnlab.models._registry import (
+    get_model,
+    get_model_builder,
+    kwargs_for_input,
+    list_models,
+    register_model,
+    small_input_sizes,
+)
 
 __all__ = [
     "ClassifierMixin",
     "DefaultCfg",
     "get_model",
     "get_model_builder",
+    "kwargs_for_input",
+    "small_input_sizes",
     "list_models",
     "prefers_channels_last",
     "prepare_model",

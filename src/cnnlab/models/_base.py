@@ -73,9 +73,14 @@ class ClassifierMixin:
             )
         m = self.default_cfg.min_size
         if x.shape[2] < m or x.shape[3] < m:
+            hint = (  # a family with a small-input stem (ResNet) takes them with the option
+                "; build it with small_input=True (--model_kwargs.small_input true)"
+                if getattr(self, "small_input", None) is False
+                else ""
+            )
             raise InputShapeError(
                 f"{type(self).__name__} needs inputs of at least {m}x{m} pixels; "
-                f"got {x.shape[2]}x{x.shape[3]}"
+                f"got {x.shape[2]}x{x.shape[3]}{hint}"
             )
 
     def get_classifier(self) -> nn.Module:

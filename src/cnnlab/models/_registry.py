@@ -11,6 +11,7 @@ import fnmatch
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from cnnlab.errors import UnknownNameError
@@ -89,3 +90,39 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
         load_pretrained(model, pretrained)
     return model
+
+
+def small_input_sizes(name: str, **kwargs: Any) -> tuple[int, int] | None:
+    """(standard minimum, small-input minimum) image size of a family with a small-input stem
+    (ResNet's ``small_input``), or None for a family without one (or when ``kwargs`` chose)."""
+    if "small_input" in kwargs:
+        return None
+    builder = get_model_builder(name)
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            model = builder(**kwargs)
+            cfg = getattr(model, "default_cfg", None)
+            if cfg is None or getattr(model, "small_input", None) is not False:
+                return None
+            small = builder(**kwargs, small_input=True)
+    except Exception:  # noqa: BLE001 - a builder that cannot say keeps its own error for later
+        return None
+    return cfg.min_size, small.default_cfg.min_size
+
+
+def kwargs_for_input(name: str, size: int, **kwargs: Any) -> dict[str, Any]:
+    """Builder options that let model ``name`` take ``size``-pixel images its standard form
+    refuses: ``{"small_input": True}`` for a family with a small-input stem (ResNet: a 3x3
+    stride-1 convolution instead of the 7x7/2 stem and max-pool) when ``size`` is below the
+    standard minimum, else ``{}`` (it fits, the family has no such variant, or ``kwargs``
+    already chose). This is what lets the course's ``--model resnet18 --data digits`` (28 px)
+    run as written. Example::
+
+        >>> kwargs_for_input("resnet18", 28), kwargs_for_input("resnet18", 224)
+        ({'small_input': True}, {})
+    """
+    sizes = small_input_sizes(name, **kwargs)
+    if sizes is None:
+        return {}
+    standard, small = sizes
+    return {"small_input": True} if small <= size < standard else {}

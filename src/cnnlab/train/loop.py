@@ -103,10 +103,15 @@ def _check_finite(state: TrainState, loss: torch.Tensor, lr: float) -> None:
         )
 
 
+# two ETAs, each labelled: tqdm's own is the epoch's, the postfix's "run left" the whole run's
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, epoch left {remaining}{postfix}]"
+
+
 def _progress_bar(state: TrainState, total: int) -> tqdm:
     return tqdm(
         total=total,
         desc=f"epoch {state.epoch + 1}/{state.config.epochs}",
+        bar_format=BAR_FORMAT,
         disable=None if state.config.progress else True,  # None: no bar unless stderr is a tty
         leave=False,
         dynamic_ncols=True,
@@ -154,7 +159,7 @@ def _show_progress(
         **shown,
         lr=f"{lr:.2e}",
         ips=f"{seen / max(el, 1e-9):.0f}",
-        run_left=f"{left:.0f}s",
+        **{"run left": f"{left:.0f}s"},
     )
 
 
@@ -398,7 +403,12 @@ def _prepare_epoch(
         apply_freeze(setup.model, freeze)
         state.model = _wrap(compiled, setup)
         if cfg.progress and info.is_main:
-            print(f"epoch {epoch + 1}: unfrozen (freeze strategy now '{freeze}')", file=sys.stderr)
+            print(
+                f"epoch {epoch + 1}: everything unfrozen after {cfg.transfer.unfreeze_at} frozen "
+                f"epoch(s) (--unfreeze-at {cfg.transfer.unfreeze_at}; freeze strategy now "
+                f"'{freeze}')",
+                file=sys.stderr,
+            )
     settings.freeze = freeze
     settings.plateau_factor = state.resumables["plateau"].current
     settings.size = size_for_epoch(cfg.data, epoch, cfg.epochs)
@@ -431,6 +441,21 @@ def _score_epoch(
     return metrics
 
 
+def _interrupted_line(state: TrainState) -> str:
+    """What a Ctrl-C leaves behind and how to continue (``summary.json`` is written on the way
+    out with status ``interrupted``)."""
+    done = len(state.history)
+    if done and state.config.checkpoint:
+        return (
+            f"interrupted during epoch {done + 1}; {state.run_dir} keeps epoch {done} "
+            f"(summary.json: interrupted); continue with: cnnlab train --resume {state.run_dir}"
+        )
+    return (
+        f"interrupted before the first epoch finished; nothing to resume in {state.run_dir} "
+        "(summary.json: interrupted)"
+    )
+
+
 def fit(
     cfg: TrainConfig,
     callbacks: Sequence[Callback] = (),
@@ -452,6 +477,7 @@ def fit(
     """
     # 1. setup: everything validated and built before anything is written
     setup = setup_training(cfg, splits)
+    cfg = setup.config  # with the task and monitored metric resolved
     _announce(setup)
     inner = setup.model
     settings = StepSettings(
@@ -494,6 +520,10 @@ def fit(
         state.status = "stopped" if state.stop else "completed"
     except TrainingDiverged as exc:
         state.status, state.stop_reason = "diverged", str(exc)
+        raise
+    except KeyboardInterrupt:
+        if setup.dist.is_main:
+            print(_interrupted_line(state), file=sys.stderr)
         raise
     finally:
         for cb in state.callbacks:

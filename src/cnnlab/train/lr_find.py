@@ -10,8 +10,11 @@ thrown away.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from cnnlab.data import DatasetSplits
 from cnnlab.errors import ConfigError
@@ -54,8 +57,12 @@ def lr_find(
     smooth: float = 0.9,
     diverge: float = 4.0,
     splits: DatasetSplits | None = None,
+    progress: bool | None = None,
 ) -> LRFindResult:
     """Run the LR range test for ``cfg``'s model, data, optimizer and augmentation.
+
+    ``progress`` shows a bar of the steps with the LR and loss (None: when stderr is a terminal
+    and ``cfg.progress``; a big model takes minutes).
 
     Example::
 
@@ -72,6 +79,17 @@ def lr_find(
     model.train()
     res, best, avg, epoch = LRFindResult(), math.inf, 0.0, 0
     batches = iter(loader)
+    show = cfg.progress if progress is None else progress
+    bar = tqdm(
+        total=num_steps,
+        desc="lr-find",
+        unit="step",
+        disable=(None if progress is None else False) if show else True,
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5,
+    )
     for i in range(num_steps):
         lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
         for g in opt.param_groups:
@@ -97,13 +115,32 @@ def lr_find(
         res.losses.append(value)
         res.smoothed.append(debiased)
         best = min(best, debiased)
+        bar.update(1)
+        bar.set_postfix(lr=f"{lr:.1e}", loss=f"{debiased:.3f}", refresh=False)
         if i > 5 and debiased > diverge * best:
             res.diverged = True
             break
+    bar.close()
     if res.lrs:
         res.suggestion = suggest_lr(res.lrs, res.smoothed)
         res.min_loss_lr = res.lrs[min(range(len(res.smoothed)), key=res.smoothed.__getitem__)]
     return res
+
+
+def plot_limits(res: LRFindResult) -> tuple[float, float]:
+    """The loss axis: from below the lowest raw loss (the raw line used to run off the bottom,
+    the limit being taken from the smoothed one) to 1.5 times the smoothed start, so the
+    divergence spike at the end does not flatten everything else."""
+    values = [v for v in (*res.losses, *res.smoothed) if math.isfinite(v)]
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    start = max(res.smoothed[: max(1, len(res.smoothed) // 10)] or [high])
+    top = min(start * 1.5, high)
+    if top <= low:
+        top = high
+    pad = 0.05 * max(top - low, 1e-6)
+    return low - pad, top + pad
 
 
 def plot_lr_find(res: LRFindResult, path: str | Path) -> Path:
@@ -122,8 +159,7 @@ def plot_lr_find(res: LRFindResult, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    top = min(max(res.smoothed[: max(1, len(res.smoothed) // 10)] or [1.0]) * 1.5, max(res.losses))
-    ax.set_ylim(min(res.smoothed) * 0.9 if res.smoothed else 0, top)
+    ax.set_ylim(*plot_limits(res))
     ax.legend()
     ax.set_title("LR range test")
     fig.tight_layout()
