@@ -325,3 +325,22 @@ def test_example_full(script: str, tmp_path: Path) -> None:
             len(v) == 9 and all(r["test_acc"] > 0.2 for r in v.values())
         )
     compare(run_example(script, tmp_path, timeout=7200), expected)
+
+
+def test_nothing_in_the_repository_points_outside_it() -> None:
+    """A user's clone has only the repository: no file may send them to ../shared or similar."""
+    root = Path(__file__).resolve().parents[2]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    suffixes = {".md", ".py", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".sh", ""}
+    bad = []
+    for name in tracked:
+        path = root / name
+        if path.suffix not in suffixes or not path.is_file() or name.startswith("tests/examples/"):
+            continue
+        text = path.read_text(errors="replace")
+        for needle in ("../shared/", "/work/shared", "shared/seeds"):
+            if needle in text:
+                bad.append(f"{name}: {needle}")
+    assert not bad, bad
