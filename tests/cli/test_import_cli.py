@@ -35,7 +35,7 @@ def test_import_prints_the_key_report_and_preprocessing(tmp_path, capsys) -> Non
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (("--arch", "resnet99"), "timm architecture 'resnet99' is not supported; supported:"),
+        (("--arch", "resnet99"), "unknown architecture 'resnet99': neither a cnnlab model"),
         (("--arch", "resnet34"), "does not hold a resnet34"),
     ],
 )

@@ -19,7 +19,8 @@ import torch
 
 from cnnlab.errors import RunError
 from cnnlab.models import get_model
-from cnnlab.models.foreign import convert, read_foreign
+from cnnlab.models.foreign import ForeignCheckpoint, ForeignReport, read_foreign
+from cnnlab.models.foreign import convert as convert_into
 from cnnlab.models.pretrained import load_pretrained
 
 timm = pytest.importorskip("timm")
@@ -115,6 +116,11 @@ def hf_folder(root: Path, kind: str) -> tuple[Path, torch.nn.Module, object, str
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder, model, processor, zoo_name
+
+
+def convert(ckpt: ForeignCheckpoint) -> tuple[torch.nn.Module, ForeignReport]:
+    """The zoo model the checkpoint names, with its weights (what ``cnnlab import`` builds)."""
+    return convert_into(ckpt, get_model(ckpt.target.name, **ckpt.target.kwargs))
 
 
 def assert_logits_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
@@ -333,3 +339,14 @@ def test_flipped_bytes_are_a_one_line_error(tmp_path) -> None:
     data[:8] = b"\xff" * 8  # the header length
     weights.write_bytes(bytes(data))
     _one_line_error(lambda: read_foreign(folder), "cannot read", "safetensors")
+
+
+def test_restated_variant_tables_match_the_zoo() -> None:
+    from cnnlab.models.convnext import CONVNEXT_CFGS
+    from cnnlab.models.efficientnet import EFFICIENTNET_PARAMS
+    from cnnlab.models.foreign.specs import CONVNEXT_SHAPES, EFFICIENTNET_SCALING
+
+    assert CONVNEXT_SHAPES == {k: (c.dims, c.depths) for k, c in CONVNEXT_CFGS.items()}
+    assert EFFICIENTNET_SCALING == {
+        k: (p.width, p.depth, p.resolution, p.dropout) for k, p in EFFICIENTNET_PARAMS.items()
+    }

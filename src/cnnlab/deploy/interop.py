@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.models import get_model, list_models
 from cnnlab.models.foreign import (
     ForeignReport,
     Preprocessing,
@@ -34,6 +35,7 @@ from cnnlab.models.foreign import (
     from_run_config,
     hf_config_for,
     read_foreign,
+    supported_timm,
     timm_arch_for,
 )
 from cnnlab.models.foreign.specs import hf_target, timm_target
@@ -115,7 +117,12 @@ def import_foreign(path: str | Path, out_dir: str | Path, arch: str | None = Non
     if (out / CONFIG_FILE).exists() or (out / MODEL_FILE).exists():
         raise RunError(f"{out} already holds a run; choose another --out")
     ckpt = read_foreign(path, arch)
-    model, report = convert(ckpt)
+    if ckpt.target.name not in list_models():
+        raise RunError(
+            f"unknown architecture '{ckpt.target.name}': neither a cnnlab model (see `cnnlab "
+            f"models`) nor a supported timm architecture ({supported_timm()})"
+        )
+    model, report = convert(ckpt, get_model(ckpt.target.name, **ckpt.target.kwargs))
     pre = ckpt.preprocessing
     if pre is None:
         cfg = model.default_cfg  # type: ignore[union-attr]

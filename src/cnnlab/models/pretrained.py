@@ -34,7 +34,6 @@ from torch import nn
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.models.foreign import detect_flavour, mapped_state, read_foreign, read_target
 from cnnlab.models.foreign.files import read_tensor_file
-from cnnlab.models.foreign.specs import bn_eps_of
 
 _MAX_LISTED = 8
 # Builder options that make a zoo model compute exactly what a foreign checkpoint computed (TF
@@ -114,8 +113,6 @@ def _foreign_source(
     folder = p if p.is_dir() else p.parent
     if not (folder / "config.json").is_file() or detect_flavour(p) not in ("timm", "hf"):
         return None
-    from cnnlab.models._registry import get_model  # the registry imports this module lazily
-
     ckpt = read_foreign(p)
     arch = getattr(model, "cnnlab_arch", {}).get("name")
     if arch is not None and arch != ckpt.target.name:
@@ -123,15 +120,10 @@ def _foreign_source(
             f"{p} holds {ckpt.flavour} {ckpt.architecture}, which maps onto cnnlab "
             f"{ckpt.target.name}, not {arch}; build {ckpt.target.name} to load it"
         )
-    reference = get_model(ckpt.target.name, **ckpt.target.kwargs)
-    state, foreign = mapped_state(ckpt, reference)
+    # Mapped straight onto this model: BatchNorm eps differences are folded for its eps, and a
+    # new head or stem passes through with its file shape for the adaptation below.
+    state, foreign = mapped_state(ckpt, model, strict_shapes=False)
     report = PretrainedReport(source=str(path), foreign=foreign)
-    # BatchNorms whose eps differ from the reference's keep their outputs through running_var.
-    ref_eps, eps = bn_eps_of(reference), bn_eps_of(model)
-    if ref_eps != eps:
-        for k in state:
-            if k.endswith("running_var"):
-                state[k] = state[k] + (ref_eps - eps)
     built = getattr(model, "cnnlab_arch", {}).get("kwargs", {})
     differ = [
         f"{k}={v!r}"

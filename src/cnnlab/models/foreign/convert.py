@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from cnnlab.errors import RunError
-from cnnlab.models._registry import get_model
 from cnnlab.models.foreign.detect import ForeignCheckpoint
 from cnnlab.models.foreign.files import listing
 from cnnlab.models.foreign.mapping import SKIP_SUFFIX as SKIP
@@ -73,7 +72,11 @@ class ForeignReport:
 
 
 def target_links(
-    flavour: str, target: Target, foreign_shapes: dict[str, torch.Size], model: nn.Module
+    flavour: str,
+    target: Target,
+    foreign_shapes: dict[str, torch.Size],
+    model: nn.Module,
+    strict_shapes: bool = True,
 ) -> tuple[list[Link], list[str], list[str]]:
     """The links from ``foreign_shapes`` onto ``model``, with unexpected and missing keys."""
     tshapes = {k: v.shape for k, v in model.state_dict().items()}
@@ -84,7 +87,7 @@ def target_links(
             for k in foreign_shapes
             if k in tshapes and foreign_shapes[k] != tshapes[k]
         ]
-        if bad:
+        if bad and strict_shapes:
             raise RunError(f"shape mismatch: {listing(bad, 3)}")
         unexpected = [k for k in foreign_shapes if k not in tshapes]
         missing = [
@@ -92,23 +95,24 @@ def target_links(
         ]
         return links, unexpected, missing
     shift = target.bn_eps - bn_eps_of(model) if target.bn_eps is not None else 0.0
-    return build_links(flavour, target.family, foreign_shapes, tshapes, shift)
+    return build_links(flavour, target.family, foreign_shapes, tshapes, shift, strict_shapes)
 
 
-def convert(ckpt: ForeignCheckpoint) -> tuple[nn.Module, ForeignReport]:
-    """Build the cnnlab model for ``ckpt`` and load its weights strictly (in eval mode).
+def convert(ckpt: ForeignCheckpoint, model: nn.Module) -> tuple[nn.Module, ForeignReport]:
+    """Load ``ckpt`` into ``model`` (built as ``get_model(ckpt.target.name, **ckpt.target.kwargs)``)
+    strictly, in eval mode. The caller builds the model: the registry's ``get_model`` loads
+    pretrained weights through this package, so this package does not import the registry.
 
     Raises a one-line :class:`RunError` naming the architecture and the first offending keys when
     the weights do not fit it.
     """
-    model = get_model(ckpt.target.name, **ckpt.target.kwargs)
     state, report = mapped_state(ckpt, model)
     model.load_state_dict(state, strict=False)
     return model.eval(), report
 
 
 def mapped_state(
-    ckpt: ForeignCheckpoint, model: nn.Module
+    ckpt: ForeignCheckpoint, model: nn.Module, strict_shapes: bool = True
 ) -> tuple[dict[str, torch.Tensor], ForeignReport]:
     """``ckpt``'s tensors renamed and adapted to ``model`` (built for ``ckpt.target``)."""
     report = ForeignReport(
@@ -117,7 +121,9 @@ def mapped_state(
     )  # fmt: skip
     shapes = {k: v.shape for k, v in ckpt.state.items()}
     try:
-        links, unexpected, missing = target_links(ckpt.flavour, ckpt.target, shapes, model)
+        links, unexpected, missing = target_links(
+            ckpt.flavour, ckpt.target, shapes, model, strict_shapes
+        )
     except RunError as e:
         raise RunError(
             f"cannot map {ckpt.flavour} {ckpt.architecture} onto cnnlab {ckpt.target.name}: {e}"
@@ -139,8 +145,11 @@ def mapped_state(
     state: dict[str, torch.Tensor] = {}
     for link in links:
         want = target_state[link.target]
-        t = link.forward([ckpt.state[s] for s in link.sources], want.shape)
-        state[link.target] = t.to(want.dtype)
+        tensors = [ckpt.state[s] for s in link.sources]
+        if link.how == "copy" and tensors[0].shape != want.shape:  # strict_shapes=False only
+            state[link.target] = tensors[0]
+            continue
+        state[link.target] = link.forward(tensors, want.shape).to(want.dtype)
         if link.how == "copy":
             report.copied.append(link.target)
         else:

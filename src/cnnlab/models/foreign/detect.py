@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from cnnlab.errors import RunError
-from cnnlab.models._registry import get_model, list_models
 from cnnlab.models.foreign.files import read_json, read_tensor_file
 from cnnlab.models.foreign.preprocessing import (
     Preprocessing,
@@ -27,7 +26,6 @@ from cnnlab.models.foreign.preprocessing import (
 from cnnlab.models.foreign.specs import (
     TIMM_ARCHS,
     Target,
-    family_of,
     hf_target,
     supported_timm,
     timm_target,
@@ -109,6 +107,10 @@ HEAD_KEYS = ("fc.weight", "classifier.weight", "head.fc.weight", "head.weight",
              "classifier.3.weight")  # fmt: skip
 STEM_KEYS = ("conv1.weight", "conv_stem.weight", "stem.0.weight", "patch_embed.proj.weight",
              "features.0.0.weight", "features.0.weight", "conv_proj.weight")  # fmt: skip
+
+
+# Top-level module names only timm uses (torchvision's and cnnlab's models have none of them).
+TIMM_ONLY_PREFIXES = ("conv_stem.", "blocks.", "stages.", "stem.", "patch_embed.", "conv_head.")
 
 
 def _head_and_stem(state: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -227,15 +229,15 @@ def _read_bare(weights: Path, arch: str | None) -> ForeignCheckpoint:
         )
     num_classes, in_chans = _head_and_stem(state)
     base = arch.split(".", 1)[0]
-    if base in list_models():
-        names = set(state)
-        probe = get_model(base, num_classes=num_classes, in_chans=in_chans).state_dict()
-        if len(names & set(probe)) >= len(probe) // 2 or family_of(base) is None:
+    if base not in TIMM_ARCHS:
+        # A zoo name: torchvision's (= cnnlab's) names, unless the keys are timm's for that model.
+        timm_names = any(k.startswith(TIMM_ONLY_PREFIXES) for k in state)
+        timm_arch = next((a for a, v in TIMM_ARCHS.items() if v[0] == base and not v[3]), None)
+        if not (timm_names and timm_arch):
             target = Target(base, "identity", {"num_classes": num_classes, "in_chans": in_chans})
             return ForeignCheckpoint(
                 weights, "torchvision", base, target, state, None, None, container
             )
-        # cnnlab name, timm names: use the timm architecture of that cnnlab model
-        base = next((a for a, v in TIMM_ARCHS.items() if v[0] == base and not v[3]), base)
+        base = timm_arch
     target = timm_target(base, num_classes, in_chans)
     return ForeignCheckpoint(weights, "timm", base, target, state, None, None, container)

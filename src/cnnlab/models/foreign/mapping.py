@@ -329,10 +329,12 @@ def build_links(
     foreign_shapes: dict[str, torch.Size],
     target_shapes: dict[str, torch.Size],
     bn_shift: float = 0.0,
+    strict_shapes: bool = True,
 ) -> tuple[list[Link], list[str], list[str]]:
     """Links from ``foreign_shapes`` keys onto a cnnlab model's keys, plus the foreign keys nothing
     uses (unexpected) and the cnnlab keys nothing fills (missing). Raises a one-line
-    :class:`RunError` naming the first shape mismatches."""
+    :class:`RunError` naming the first shape mismatches, unless ``strict_shapes=False`` (transfer
+    learning: a new head or stem is the caller's to adapt, so mismatched tensors pass through)."""
     fkeys = [k for k in foreign_shapes if not k.endswith(SKIP_SUFFIX)]
     tkeys = [k for k in target_shapes if not k.endswith(SKIP_SUFFIX)]
     if family in ALIGNED_FAMILIES:
@@ -361,12 +363,13 @@ def build_links(
                 how = "reshape"
             else:
                 mismatched.append(f"{link.sources[0]} {tuple(have)} -> {link.target} {tuple(want)}")
-                continue
+                if strict_shapes:
+                    continue
         if how == "copy" and bn_shift and link.target.endswith("running_var"):
             out.append(Link(link.target, link.sources, "bn_eps", bn_shift))
         else:
             out.append(Link(link.target, link.sources, how))
-    if mismatched:
+    if mismatched and strict_shapes:
         raise RunError(f"shape mismatch: {listing(mismatched, 3)}")
     filled = {link.target for link in out}
     missing = [k for k in tkeys if k not in filled]

@@ -14,8 +14,22 @@ from typing import Any
 from torch import nn
 
 from cnnlab.errors import RunError
-from cnnlab.models.convnext import CONVNEXT_CFGS
-from cnnlab.models.efficientnet import EFFICIENTNET_PARAMS
+
+# The zoo's ConvNeXt and EfficientNet variants, restated here because importing the family modules
+# would close an import cycle (families -> registry -> pretrained -> this package); a test checks
+# them against CONVNEXT_CFGS and EFFICIENTNET_PARAMS.
+CONVNEXT_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "tiny": ((96, 192, 384, 768), (3, 3, 9, 3)),
+    "small": ((96, 192, 384, 768), (3, 3, 27, 3)),
+    "base": ((128, 256, 512, 1024), (3, 3, 27, 3)),
+    "large": ((192, 384, 768, 1536), (3, 3, 27, 3)),
+}
+# variant -> (width, depth, resolution, dropout)
+EFFICIENTNET_SCALING: dict[str, tuple[float, float, int, float]] = {
+    "b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
+    "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ TIMM_ARCHS: dict[str, tuple[str, str, float | None, dict[str, Any]]] = {
     "efficientnet_b0": ("efficientnet_b0", "efficientnet", 1e-5, {}),
     # TF-ported weights: TF "SAME" padding (equal to cnnlab's tf_padding at even sizes), TF's eps.
     "tf_efficientnet_b0": ("efficientnet_b0", "efficientnet", 1e-3, {"tf_padding": True, "bn_eps": 1e-3}),
-    **{f"convnext_{s}": (f"convnext_{s}", "convnext", None, {}) for s in CONVNEXT_CFGS},
+    **{f"convnext_{s}": (f"convnext_{s}", "convnext", None, {}) for s in CONVNEXT_SHAPES},
     "vit_base_patch16_224": ("vit_b_16", "vit", None, {}),
     "vit_base_patch32_224": ("vit_b_32", "vit", None, {}),
     "vit_large_patch16_224": ("vit_l_16", "vit", None, {}),
@@ -161,8 +175,8 @@ def hf_target(cfg: dict[str, Any]) -> Target:
     if mt == "convnext":
         _require(cfg, mt, patch_size=4, num_stages=4, hidden_act="gelu")
         shape = (tuple(cfg.get("hidden_sizes", ())), tuple(cfg.get("depths", ())))
-        for size, c in CONVNEXT_CFGS.items():
-            if (c.dims, c.depths) == shape:
+        for size, c in CONVNEXT_SHAPES.items():
+            if c == shape:
                 return Target(
                     f"convnext_{size}", "convnext", {**base, **_ln_eps(cfg, "head_norm_eps")}
                 )
@@ -190,8 +204,8 @@ def hf_target(cfg: dict[str, Any]) -> Target:
                 f"Hugging Face efficientnet with hidden_act={cfg['hidden_act']!r} is not supported; supported: {SUPPORTED_HF}"
             )
         wd = (float(cfg.get("width_coefficient", 2.0)), float(cfg.get("depth_coefficient", 3.1)))
-        for variant, p in EFFICIENTNET_PARAMS.items():
-            if (p.width, p.depth) == wd:
+        for variant, p in EFFICIENTNET_SCALING.items():
+            if p[:2] == wd:
                 eps = float(cfg.get("batch_norm_eps", 1e-3))
                 kwargs = {**base, "tf_padding": True, "bn_eps": eps}
                 return Target(f"efficientnet_{variant}", "efficientnet", kwargs, eps)
@@ -224,9 +238,9 @@ def hf_config_for(
                 "depths": list(depths), "layer_type": layer_type, "hidden_act": "relu",
                 "downsample_in_first_stage": False, "downsample_in_bottleneck": False}  # fmt: skip
     if family == "convnext":
-        c = CONVNEXT_CFGS[name.split("_", 1)[1]]
+        dims, depths = CONVNEXT_SHAPES[name.split("_", 1)[1]]
         return "convnext", "ConvNextConfig", {**base, "patch_size": 4, "num_stages": 4,
-                "hidden_sizes": list(c.dims), "depths": list(c.depths), "hidden_act": "gelu",
+                "hidden_sizes": list(dims), "depths": list(depths), "hidden_act": "gelu",
                 "layer_norm_eps": float(model.classifier[0].eps), "drop_path_rate": 0.0}  # fmt: skip
     if family == "vit":
         hidden = model.conv_proj.out_channels  # type: ignore[union-attr]
@@ -250,11 +264,11 @@ def hf_config_for(
                 "Hugging Face's EfficientNet pads TF-style, so no HF model computes the same "
                 "function; export with --format timm, or fine-tune from a Hugging Face-imported run"
             )
-        p = EFFICIENTNET_PARAMS[name.rsplit("_", 1)[1]]
-        return "efficientnet", "EfficientNetConfig", {**base, "width_coefficient": p.width,
-                "depth_coefficient": p.depth, "image_size": p.resolution,
+        width, depth, resolution, dropout = EFFICIENTNET_SCALING[name.rsplit("_", 1)[1]]
+        return "efficientnet", "EfficientNetConfig", {**base, "width_coefficient": width,
+                "depth_coefficient": depth, "image_size": resolution,
                 "hidden_dim": int(model.num_features), "batch_norm_eps": bn_eps_of(model),
-                "depthwise_padding": [], "dropout_rate": p.dropout}  # fmt: skip
+                "depthwise_padding": [], "dropout_rate": dropout}  # fmt: skip
     raise RunError(
         f"{name} has no Hugging Face equivalent; supported: {SUPPORTED_HF}"
     )  # mobilenet_v3
