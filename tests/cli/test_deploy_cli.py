@@ -134,3 +134,36 @@ def test_bench_reports_each_phase_and_streams_rows():
     assert rows == out and [r.batch for r in rows] == [1, 2]
     assert any("warming up torch" in s for s in steps)
     assert any("timing round 1/1" in s for s in steps)
+
+
+def test_predict_and_explain_print_no_python_warnings(digits_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    img = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # warnings shown
+    for args in (
+        ["predict", "--run", str(digits_run), str(img)],
+        ["explain", "--run", str(digits_run), str(img), "--out", str(tmp_path / "ex")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, env=env,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "Warning" not in done.stderr, done.stderr
+
+
+def test_predictor_api_raises_no_warning(digits_run, tmp_path):
+    import warnings
+
+    import cnnlab
+
+    img = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = cnnlab.load(digits_run).predict([str(img)], top_k=3)
+    assert len(out[0].top_k) == 3
