@@ -143,14 +143,17 @@ def run(args: argparse.Namespace) -> int:
         resize=True if args.resize else None,
     )
     s = res.summary()
+    top5 = len(res.classes) > 5  # with five classes or fewer, top-5 is 100 % by definition
+    t5 = f"top-5 {s['top5_accuracy']:.4f}  " if top5 else ""
     print(
-        f"accuracy {s['accuracy']:.4f}  top-5 {s['top5_accuracy']:.4f}  log-loss {s['log_loss']:.4f}  "
+        f"accuracy {s['accuracy']:.4f}  {t5}log-loss {s['log_loss']:.4f}  "
         f"ECE {s['ece']:.4f}  ({s['samples']} test images)"
     )
     if res.tta:
         t = res.tta
+        t5 = f"top-5 {t['top5_accuracy']:.4f}  " if top5 else ""
         print(
-            f"with TTA ({t['views']}): accuracy {t['accuracy']:.4f}  top-5 {t['top5_accuracy']:.4f}  "
+            f"with TTA ({t['views']}): accuracy {t['accuracy']:.4f}  {t5}"
             f"log-loss {t['log_loss']:.4f}  ECE {t['ece']:.4f}"
         )
     c = res.calibration

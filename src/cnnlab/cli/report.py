@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "report"
 HELP = (
@@ -22,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data source (default: the one each run was trained on)")
     p.add_argument("--data-dir", help="folder with the data files")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--weights",
+        choices=("final", "best"),
+        default="final",
+        help="final: model.safetensors (what predict, export and serve use); best: the best "
+        "epoch's checkpoint, written to report-best.html",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +42,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"comparison: {path}")
         return 0
     for r in args.runs:
+        print(f"writing the report of {r}…", file=sys.stderr, flush=True)
         path = write_report(
-            r, quick=args.quick, data=args.data, data_dir=args.data_dir, device=args.device
+            r,
+            quick=args.quick,
+            data=args.data,
+            data_dir=args.data_dir,
+            device=args.device,
+            weights=args.weights,
         )
         print(f"report: {path}")
     return 0

@@ -20,9 +20,25 @@ from cnnlab.run import read_metrics  # noqa: E402
 _NOT_METRICS = {"epoch", "lr", "epoch_s", "elapsed_s", "images_per_s"}
 
 
-def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
+def epoch_ticks(ax, epochs: list[int]) -> None:
+    """Whole-epoch ticks only: every epoch on short runs (matplotlib chose 1.0, 1.2, … for two
+    epochs), at most about ten integer ticks on long ones."""
+    from matplotlib.ticker import MaxNLocator
+
+    if epochs and len(epochs) <= 12:
+        ax.set_xticks(sorted(set(epochs)))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+
+
+def plot_curves(
+    metrics_csv: str | Path, out: str | Path, markers: dict[float, str] | None = None
+) -> Path:
     """Losses (left) and the task's other metrics (right) per epoch, train and test, from
-    ``metrics.csv``; works for any task since it plots whichever columns the log has."""
+    ``metrics.csv``; works for any task since it plots whichever columns the log has.
+
+    ``markers`` maps an x position to a label drawn as a dashed vertical line on both panels,
+    e.g. ``{3.5: "unfrozen"}`` between epochs 3 and 4 (see :func:`run_markers`)."""
     rows = read_metrics(metrics_csv)
     out = Path(out)
     cols = [c for c in (rows[0].keys() if rows else ()) if c not in _NOT_METRICS]
@@ -40,7 +56,9 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
                 style = "-o" if split == "train" else "-s"
                 ax.plot(ep, vals, style, label=split if by_split else col, markersize=3)
             ax.set_xlabel("epoch")
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            epoch_ticks(ax, ep)
+            for x, text in (markers or {}).items():
+                ax.axvline(x, color="0.35", ls="--", lw=1, label=text)
             ax.set_ylabel(label if by_split or group is losses else "metric")
             ax.grid(alpha=0.3)
             if group:
@@ -51,6 +69,16 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def run_markers(train_config: dict) -> dict[float, str]:
+    """Events of a run worth marking on its curves, from its resolved training config: the
+    epoch at which a frozen network was unfrozen (``--unfreeze-at N``: between N and N+1)."""
+    t = train_config.get("transfer", {}) or {}
+    n = int(t.get("unfreeze_at") or 0)
+    if n > 0 and t.get("freeze", "none") != "none" and n < int(train_config.get("epochs", 0)):
+        return {n + 0.5: f"unfrozen after epoch {n} (--unfreeze-at {n})"}
+    return {}
 
 
 def plot_confusion(
@@ -118,10 +146,13 @@ def plot_reliability(bins, out: str | Path, after=None) -> Path:
     centers = (bins.edges[:-1] + bins.edges[1:]) / 2
     width = bins.edges[1] - bins.edges[0]
     acc = np.nan_to_num(bins.accuracy)
-    ax.bar(centers, acc, width=width * 0.95, color="tab:blue", alpha=0.7, label="accuracy")
-    conf = np.where(bins.counts > 0, bins.confidence, np.nan)
-    ax.bar(centers, np.nan_to_num(conf - acc), bottom=acc, width=width * 0.95, color="tab:red",
-           alpha=0.3, label="gap")  # fmt: skip
+    # Opaque bars and lines only: translucent bars stacked on each other made a colour (purple)
+    # that the legend did not have. The gap is a red line from accuracy to mean confidence.
+    ax.bar(centers, acc, width=width * 0.9, color="#7fa7d6", label="accuracy")
+    keep = bins.counts > 0
+    ax.vlines(centers[keep], acc[keep], bins.confidence[keep], colors="tab:red", lw=2,
+              label="gap to mean confidence")  # fmt: skip
+    ax.plot(centers[keep], bins.confidence[keep], "_", color="tab:red", ms=12, mew=2)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     title = f"reliability (ECE {bins.ece:.4f})"
     if after is not None:
@@ -167,7 +198,7 @@ def plot_top_losses(
     n = len(indices)
     cols = min(8, max(n, 1))
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.6 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), indices):
@@ -177,7 +208,7 @@ def plot_top_losses(
         p, t = int(probs[i].argmax()), int(labels[i])
         ax.set_title(
             f"pred {classes[p][:10]} {probs[i, p]:.2f}\ntrue {classes[t][:10]} {probs[i, t]:.2f}",
-            fontsize=7,
+            fontsize=10,
             color="firebrick",
         )
     if n == 0:
@@ -197,19 +228,19 @@ def plot_explanations(
 
     n = len(images)
     fig, axes = plt.subplots(
-        1 + len(rows), n, figsize=(1.8 * n + 0.6, 1.9 * (1 + len(rows)) + 0.3), squeeze=False
+        1 + len(rows), n, figsize=(2.0 * n + 0.6, 2.1 * (1 + len(rows)) + 0.5), squeeze=False
     )
     for j in range(n):
         img = images[j].numpy() if hasattr(images[j], "numpy") else np.asarray(images[j])
         _show_image(axes[0, j], img)
-        axes[0, j].set_title(titles[j], fontsize=7)
+        axes[0, j].set_title(titles[j], fontsize=10)
         for r, (method, maps) in enumerate(rows.items(), start=1):
             axes[r, j].imshow(overlay(img, maps[j]))
             axes[r, j].set_xticks([])
             axes[r, j].set_yticks([])
             if j == 0:
-                axes[r, j].set_ylabel(method, fontsize=8)
-    axes[0, 0].set_ylabel("input", fontsize=8)
+                axes[r, j].set_ylabel(method, fontsize=10)
+    axes[0, 0].set_ylabel("input", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -228,9 +259,16 @@ def plot_curves_compare(runs: dict[str, str | Path], out: str | Path) -> Path:
         for ax, col in ((ax1, "test_acc"), (ax2, "test_loss")):
             vals = [float(r[col]) if r.get(col) not in (None, "") else np.nan for r in rows]
             ax.plot(ep, vals, "-o", ms=3, label=name)
+    all_epochs: list[int] = []
+    for csv_path in runs.values():
+        try:
+            all_epochs += [int(r["epoch"]) for r in read_metrics(csv_path)]
+        except OSError:
+            continue
     for ax, t in ((ax1, "test accuracy"), (ax2, "test loss")):
         ax.set_title(t)
         ax.set_xlabel("epoch")
+        epoch_ticks(ax, sorted(set(all_epochs)))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -2,39 +2,57 @@
 
 Every picture is a PNG embedded as base64, there is no script and no external resource, so the file
 opens anywhere (a laptop, a CI artefact, an e-mail attachment) with no network. Sections, in order
-(their ``id`` attributes are :data:`SECTIONS`): summary, training curves, confusion matrix, per-class
-table, calibration, top losses, Grad-CAM samples, filters and feature maps, model card, resolved
-config. :func:`write_comparison` puts several runs side by side on one page.
+(their ``id`` attributes are :data:`SECTIONS`): summary (which weights it describes, and the best
+epoch's when they differ), data (classes, images per split, skipped files), training curves (with
+unfreezing marked), confusion matrix, per-class table, calibration, top losses, Grad-CAM samples,
+filters and feature maps, model card, resolved config. Labels under the top-loss and Grad-CAM
+images are HTML text, readable at any page width. :func:`write_comparison` puts several runs side
+by side on one page.
 
-The engine calls :func:`write_report` with ``quick=True`` at the end of training; ``cnnlab report``
-writes the full version (TTA comparison, longer latency measurement, more explanation samples).
+The engine calls :func:`write_report` with ``quick=True`` at the end of training (the header says
+what that leaves out); ``cnnlab report`` writes the full version (TTA comparison, longer latency
+measurement, more explanation samples).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cnnlab.data import normalize_batch
-from cnnlab.evaluate.explain import explain
-from cnnlab.evaluate.plots import plot_curves, plot_curves_compare, plot_explanations
+from cnnlab.errors import RunError, UnknownNameError
+from cnnlab.evaluate.explain import explain, overlay
+from cnnlab.evaluate.metrics import top_losses
+from cnnlab.evaluate.plots import plot_curves, plot_curves_compare, plot_explanations, run_markers
 from cnnlab.evaluate.run_eval import evaluate_run, measure_latency
 from cnnlab.inspect import count_macs, format_summary, summarize
 from cnnlab.inspect.viz import first_conv, plot_feature_maps, plot_filters
-from cnnlab.run import METRICS_FILE, MODEL_FILE, atomic_write_bytes, load_model_from_run
+from cnnlab.run import (
+    METRICS_FILE,
+    MODEL_FILE,
+    SKIPPED_FILE,
+    SUMMARY_FILE,
+    atomic_write_bytes,
+    list_checkpoints,
+    load_model_from_run,
+)
 from cnnlab.runtime import resolve_device
 
 REPORT_FILE = "report.html"
 SECTIONS = (
     ("summary", "Summary"),
+    ("data", "Data"),
     ("curves", "Training curves"),
     ("confusion", "Confusion matrix"),
     ("per-class", "Per-class precision, recall and F1"),
@@ -68,7 +86,16 @@ img{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}
 .kpi span{font-size:12px;color:#5b6670}
 .note{font-size:12px;color:#5b6670}pre{background:#f4f5f7;padding:10px;overflow:auto;font-size:12px}
 .missing{color:#8a5a00;font-style:italic}
+.weights{background:#fff8e6;border-left:4px solid #e0a800;padding:8px 12px;font-size:14px}
+.gallery{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0}
+.gallery figure{margin:0;width:112px;text-align:center}
+.gallery img{width:112px;image-rendering:pixelated;margin:0}
+.gallery figcaption{font-size:13px;line-height:1.35;overflow-wrap:anywhere}
+.gallery figcaption .bad{color:#b22222}
 """
+# Labels in the galleries are HTML text at 13 px: drawn inside a PNG that the page scales down
+# to its width, they came out at ~5 px. A test measures them in Chromium.
+TILE_PX = 112
 
 
 def _e(v: Any) -> str:
@@ -139,8 +166,44 @@ def _sample_indices(labels: np.ndarray, k: int) -> list[int]:
     return sorted(picked)
 
 
-def _explanations(model, res, cfg, run_dir: Path, k: int) -> str:
+def _tile(arrays: Sequence[np.ndarray], alt: str) -> str:
+    """An ``<img>`` of images stacked vertically (RGB floats in [0, 1] or uint8 grey/colour),
+    each scaled (nearest neighbour) to :data:`TILE_PX` wide."""
+    from PIL import Image
 
+    rows = []
+    for a in arrays:
+        arr = np.asarray(a)
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = arr.transpose(1, 2, 0)
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        im = Image.fromarray(arr).convert("RGB")
+        scale = TILE_PX / im.width
+        rows.append(im.resize((TILE_PX, max(1, round(im.height * scale))), Image.NEAREST))
+    gap = 3
+    canvas = Image.new(
+        "RGB", (TILE_PX, sum(r.height for r in rows) + gap * (len(rows) - 1)), "white"
+    )
+    y = 0
+    for r in rows:
+        canvas.paste(r, (0, y))
+        y += r.height + gap
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _gallery(items: Sequence[tuple[str, str]]) -> str:
+    """``(img html, caption html)`` pairs as a wrapping row of captioned figures."""
+    figs = "".join(f"<figure>{img}<figcaption>{cap}</figcaption></figure>" for img, cap in items)
+    return f'<div class="gallery">{figs}</div>'
+
+
+def _explanations(model, res, cfg, run_dir: Path, k: int) -> str:
     idx = _sample_indices(res.labels, k)
     imgs = res.images[idx]
     p = next(model.parameters())
@@ -155,13 +218,43 @@ def _explanations(model, res, cfg, run_dir: Path, k: int) -> str:
         f"true {res.classes[res.labels[i]][:8]}\npred {res.classes[int(t)][:8]}"
         for i, t in zip(idx, preds)
     ]
-    path = plot_explanations(imgs, rows, titles, run_dir / "gradcam.png")
+    plot_explanations(imgs, rows, titles, run_dir / "gradcam.png")  # the run's own copy
+    items = []
+    for j, (i, t) in enumerate(zip(idx, preds)):
+        img = imgs[j].numpy()
+        true, pred = res.classes[res.labels[i]], res.classes[int(t)]
+        tile = _tile([img, *(overlay(img, maps[j]) for maps in rows.values())], f"sample {i}")
+        cls = ' class="bad"' if true != pred else ""
+        items.append((tile, f"true <b>{_e(true)}</b><br><span{cls}>pred <b>{_e(pred)}</b></span>"))
     return (
         f"<p>Heat maps for the predicted class of {len(idx)} test images (one per class first). "
+        "Each column, top to bottom: the input, Grad-CAM, Grad-CAM++ and saliency. "
         f"Grad-CAM and Grad-CAM++ use layer <code>{_e(layer)}</code> (the last convolutional "
         "stage, chosen automatically; <code>cnnlab explain --layer NAME</code> picks another); "
-        "saliency is the input gradient.</p>" + _img(path, "Grad-CAM samples")
+        "saliency is the input gradient. The grid is also saved as "
+        "<code>gradcam.png</code>.</p>" + _gallery(items)
     )
+
+
+def _top_losses_section(res, k: int) -> str:
+    intro = (
+        "<p>The test images the model got wrong with the highest confidence: look for label "
+        "noise, ambiguous images and systematic confusions.</p>"
+    )
+    if res.images is None:
+        return intro + _img(res.artefacts.get("top_losses"), "top losses")
+    idx = top_losses(res.labels, res.probs, k)
+    if len(idx) == 0:
+        return intro + "<p>No mistakes on the test split.</p>"
+    items = []
+    for i in idx:
+        p, t = int(res.probs[i].argmax()), int(res.labels[i])
+        cap = (
+            f'<span class="bad">pred <b>{_e(res.classes[p])}</b> {res.probs[i, p]:.2f}</span>'
+            f"<br>true <b>{_e(res.classes[t])}</b> {res.probs[i, t]:.2f}"
+        )
+        items.append((_tile([res.images[int(i)].numpy()], f"test image {int(i)}"), cap))
+    return intro + _gallery(items)
 
 
 def _inspect_pictures(model, res, run_dir: Path) -> str:
@@ -245,12 +338,95 @@ def _model_card(
     return body
 
 
-def _summary_section(res, cfg: dict[str, Any], run_dir: Path) -> str:
+def _best_epoch(run_dir: Path) -> dict[str, Any] | None:
+    """``summary.json``'s best epoch with its checkpoint directory, when one was published."""
+    try:
+        best = json.loads((run_dir / SUMMARY_FILE).read_text()).get("best") or {}
+    except (OSError, ValueError):
+        return None
+    refs = list_checkpoints(run_dir, "best")
+    if not best.get("epoch") or not refs:
+        return None
+    return {**best, "checkpoint": str(refs[0].path.relative_to(run_dir))}
+
+
+def _weights_note(run_dir: Path, cfg: dict[str, Any], weights: str) -> str:
+    """Which weights the page describes, and the best epoch's when they differ."""
+    best = _best_epoch(run_dir)
+    m = cfg.get("metrics", {})
+    metric = (best or {}).get("metric", "test_acc")
+    if weights == "best" and best:
+        return (
+            f'<p class="weights">This report describes the <b>best</b> epoch\'s weights (epoch '
+            f"{best['epoch']}, {_e(metric)} {_fmt(best.get('value'))}, "
+            f"<code>{_e(best['checkpoint'])}</code>); the final weights "
+            f"(<code>{MODEL_FILE}</code>, epoch {_e(m.get('epoch', '?'))}) are in "
+            f"<code>{REPORT_FILE}</code>.</p>"
+        )
+    final = m.get(metric)
+    text = (
+        f"This report describes the <b>final</b> weights (<code>{MODEL_FILE}</code>, epoch "
+        f"{_e(m.get('epoch', '?'))}, {_e(metric)} {_fmt(final)}), which predict, export and "
+        "serve use."
+    )
+    if best and best.get("epoch") != m.get("epoch") and best.get("value") != final:
+        text += (
+            f" The best epoch was <b>{best['epoch']}</b> ({_e(metric)} {_fmt(best.get('value'))}), "
+            f"kept in <code>{_e(best['checkpoint'])}</code>: "
+            f"<code>cnnlab report {_e(run_dir)} --weights best</code> writes its report "
+            f"(<code>{BEST_REPORT_FILE}</code>)."
+        )
+        return f'<p class="weights">{text}</p>'
+    return f'<p class="note">{text}</p>'
+
+
+def _data_section(res, cfg: dict[str, Any], run_dir: Path) -> str:
+    """Classes, images per split and skipped files: what the figures were measured on."""
+    ds = cfg.get("dataset", {}) or {}
+    tc = cfg.get("train_config", {}).get("data", {})
+    name = tc.get("name") or ds.get("name", "?")
+    counts = ds.get("class_counts") or []
+    test_counts = np.bincount(res.labels, minlength=len(res.classes)) if len(res.labels) else []
+    skipped = run_dir / SKIPPED_FILE
+    n_skipped = (
+        sum(1 for ln in skipped.read_text(errors="replace").splitlines() if ln.strip())
+        if skipped.exists()
+        else 0
+    )
+    rows = [
+        ("source", f"{name}" + (f" ({tc['data_dir']})" if tc.get("data_dir") else "")),
+        ("classes", f"{len(res.classes)}"),
+        ("training images", f"{ds['train_size']:,}" if ds.get("train_size") else "–"),
+        ("test images", f"{res.num_samples:,}"),
+        ("image size (C, H, W)", "x".join(map(str, cfg["input_size"]))),
+        (
+            "skipped files",
+            f"{n_skipped} (listed in {SKIPPED_FILE})" if n_skipped else "none",
+        ),
+    ]
+    if tc.get("augment"):
+        rows.append(("training augmentation", tc["augment"]))
+    body = (
+        "<table><tbody>"
+        + "".join(
+            f"<tr><th>{_e(k)}</th><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in rows
+        )
+        + "</tbody></table>"
+    )
+    per_class = [
+        [c, int(counts[i]) if i < len(counts) else None, int(test_counts[i])]
+        for i, c in enumerate(res.classes)
+    ]
+    return body + "<h3>images per class</h3>" + _table(["class", "train", "test"], per_class)
+
+
+def _summary_section(res, cfg: dict[str, Any], run_dir: Path, weights: str = "final") -> str:
     s = res.summary()
     m = cfg.get("metrics", {})
+    top5 = len(res.classes) > 5  # top-5 of five classes or fewer is 100 % by definition
     kpis = [
         ("top-1 accuracy", f"{s['accuracy']:.2%}"),
-        ("top-5 accuracy", f"{s['top5_accuracy']:.2%}"),
+        *([("top-5 accuracy", f"{s['top5_accuracy']:.2%}")] if top5 else []),
         ("macro F1", f"{s['macro_f1']:.4f}"),
         ("log-loss", f"{s['log_loss']:.4f}"),
         ("ECE", f"{s['ece']:.4f}"),
@@ -269,7 +445,11 @@ def _summary_section(res, cfg: dict[str, Any], run_dir: Path) -> str:
                 t["macro_f1"],
             ]
         )
-    table = _table(["", "accuracy", "top-5", "log-loss", "ECE", "macro F1"], rows)
+    header = ["", "accuracy", "top-5", "log-loss", "ECE", "macro F1"]
+    if not top5:
+        header.pop(2)
+        rows = [r[:2] + r[3:] for r in rows]
+    table = _table(header, rows)
     tc = cfg.get("train_config", {})
     lines = [
         f"model <b>{_e(cfg['model']['name'])}</b> trained on <b>{_e(tc.get('data', {}).get('name', cfg.get('dataset', {}).get('name', '?')))}</b>",
@@ -281,7 +461,9 @@ def _summary_section(res, cfg: dict[str, Any], run_dir: Path) -> str:
         lines.append(
             f"{res.latency['ms_per_image_batch1']:.2f} ms per image ({_e(res.latency['device'])})"
         )
-    return _kpis(kpis) + f"<p>{', '.join(lines)}.</p>" + table
+    return (
+        _weights_note(run_dir, cfg, weights) + _kpis(kpis) + f"<p>{', '.join(lines)}.</p>" + table
+    )
 
 
 def _per_class_section(res) -> str:
@@ -310,11 +492,17 @@ def _calibration_section(res) -> str:
         ],
     ]
     saved = c.get("saved_temperature")
-    note = (
-        f"A temperature of {saved:.4f} is saved in config.json and applied by the predictor."
-        if saved
-        else "No temperature is saved yet; <code>cnnlab eval --run RUN --calibrate</code> saves it."
-    )
+    if saved:
+        note = f"A temperature of {saved:.4f} is saved in config.json and applied by the predictor."
+    elif c.get("nll_after") is not None and c["nll_after"] >= c.get("nll_before", math.inf):
+        note = (
+            "The fitted temperature does not lower the cross-fitted NLL, so none is saved "
+            "(<code>cnnlab eval --calibrate</code> saves only an improvement)."
+        )
+    else:
+        note = (
+            "No temperature is saved yet; <code>cnnlab eval --run RUN --calibrate</code> saves it."
+        )
     return (
         "<p>Expected calibration error with 15 equal-width confidence bins. The temperature is "
         "fitted on the test split (the only data the model did not train on); the after-scaling "
@@ -331,6 +519,13 @@ _QUICK_INSPECT = (
 )
 
 
+QUICK_NOTE = (
+    "quick report, written at the end of training: no TTA comparison, a brief latency "
+    "measurement and fewer samples; `cnnlab report RUN` writes the full one"
+)
+BEST_REPORT_FILE = "report-best.html"
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -339,20 +534,49 @@ def write_report(
     data_dir: str | None = None,
     device: str = "auto",
     out: str | Path | None = None,
+    weights: str = "final",
+    progress: bool | None = None,
 ) -> Path:
     """Evaluate the run and write ``run_dir/report.html`` (or ``out``); returns its path.
 
     ``quick`` (used at the end of training) skips the TTA comparison and the layer table, measures
-    latency briefly and explains fewer images.
+    latency briefly and explains fewer images. ``weights="best"`` describes the best epoch's
+    checkpoint instead of the final weights (written to ``report-best.html``, its pictures to
+    ``report-best/``). ``progress`` shows a bar of the stages on stderr (None: when it is a
+    terminal); the full report takes tens of seconds on a small CPU.
 
     Example::
 
         from cnnlab.evaluate.report import write_report
         write_report("runs/simplecnn-digits")  # → runs/simplecnn-digits/report.html
     """
-
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
+    weights_file, pictures = MODEL_FILE, run_dir
+    if weights not in ("final", "best"):
+        raise UnknownNameError("report weights", weights, ["final", "best"])
+    if weights == "best":
+        best = _best_epoch(run_dir)
+        if best is None:
+            raise RunError(f"{run_dir} has no best checkpoint to report on")
+        weights_file = f"{best['checkpoint']}/{MODEL_FILE}"
+        pictures = run_dir / "report-best"
+        pictures.mkdir(exist_ok=True)
+    stages = ["evaluating the test split", "latency", "curves", "explanations", "pictures", "page"]
+    bar = tqdm(
+        total=len(stages),
+        desc="report",
+        disable=None if progress is None else not progress,
+        leave=False,
+        file=sys.stderr,
+        bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]",
+    )
+
+    def stage(i: int) -> None:
+        bar.n = i
+        bar.set_postfix_str(stages[i])
+
+    stage(0)
     res = evaluate_run(
         run_dir,
         data,
@@ -362,10 +586,13 @@ def write_report(
         tta="none" if quick else "flip",
         latency=False,
         top_loss_count=8 if quick else 16,
+        weights=weights_file,
+        out_dir=pictures,
     )
-    model, cfg = load_model_from_run(run_dir)
+    model, cfg = load_model_from_run(run_dir, weights_file)
     dev = resolve_device(device)
     model = model.to(dev)
+    stage(1)
     res.latency = measure_latency(
         model,
         cfg["input_size"],
@@ -373,13 +600,29 @@ def write_report(
         batch_size=16 if quick else 64,
         budget_s=0.3 if quick else 2.0,
     )
+    stage(2)
     curves = None
     if (run_dir / METRICS_FILE).exists():
-        curves = _guard_path(lambda: plot_curves(run_dir / METRICS_FILE, run_dir / "curves.png"))
+        markers = run_markers(cfg.get("train_config", {}))
+        curves = _guard_path(
+            lambda: plot_curves(run_dir / METRICS_FILE, pictures / "curves.png", markers)
+        )
+    stage(3)
+    gradcam = _guard(
+        lambda: _explanations(model, res, cfg, pictures, 6 if quick else 10), "Grad-CAM"
+    )
+    stage(4)
+    inspect = (
+        _QUICK_INSPECT
+        if quick
+        else _guard(lambda: _inspect_pictures(model, res, pictures), "filters and feature maps")
+    )
+    stage(5)
     shown = {k: v for k, v in cfg.items() if k != "train_config"}
     sections = [
-        ("summary", _guard(lambda: _summary_section(res, cfg, run_dir), "summary")),
-        ("curves", _img(curves, "training curves")),
+        ("summary", _guard(lambda: _summary_section(res, cfg, run_dir, weights), "summary")),
+        ("data", _guard(lambda: _data_section(res, cfg, run_dir), "data summary")),
+        ("curves", _curves_note(cfg) + _img(curves, "training curves")),
         (
             "confusion",
             _img(res.artefacts.get("confusion"), "confusion matrix (counts)")
@@ -387,22 +630,9 @@ def write_report(
         ),
         ("per-class", _per_class_section(res)),
         ("calibration", _calibration_section(res)),
-        (
-            "top-losses",
-            "<p>The test images the model got wrong with the highest confidence: look for label "
-            "noise, ambiguous images and systematic confusions.</p>"
-            + _img(res.artefacts.get("top_losses"), "top losses"),
-        ),
-        (
-            "gradcam",
-            _guard(lambda: _explanations(model, res, cfg, run_dir, 6 if quick else 10), "Grad-CAM"),
-        ),
-        (
-            "inspect",
-            _QUICK_INSPECT
-            if quick
-            else _guard(lambda: _inspect_pictures(model, res, run_dir), "filters and feature maps"),
-        ),
+        ("top-losses", _guard(lambda: _top_losses_section(res, 8 if quick else 16), "top losses")),
+        ("gradcam", gradcam),
+        ("inspect", inspect),
         ("model-card", _model_card(model, cfg, run_dir, res.latency, quick)),
         (
             "config",
@@ -414,16 +644,26 @@ def write_report(
         ),
     ]
     titles = dict(SECTIONS)
+    which = " · best epoch's weights" if weights == "best" else ""
     page = _page(
         f"cnnlab report: {run_dir.name}",
-        f"{cfg['model']['name']} · {len(res.classes)} classes · {res.num_samples} test images · "
-        f"generated {time.strftime('%Y-%m-%d %H:%M:%S')} in {time.perf_counter() - t0:.1f} s"
-        + (" (quick)" if quick else ""),
+        f"{cfg['model']['name']} · {len(res.classes)} classes · {res.num_samples} test images"
+        f"{which} · generated {time.strftime('%Y-%m-%d %H:%M:%S')} in "
+        f"{time.perf_counter() - t0:.1f} s" + (f" · {QUICK_NOTE}" if quick else ""),
         [(sid, titles[sid], content) for sid, content in sections],
     )
-    path = Path(out) if out is not None else run_dir / REPORT_FILE
+    default = run_dir / (BEST_REPORT_FILE if weights == "best" else REPORT_FILE)
+    path = Path(out) if out is not None else default
     atomic_write_bytes(path, page.encode("utf-8"))
+    bar.close()
     return path
+
+
+def _curves_note(cfg: dict[str, Any]) -> str:
+    markers = run_markers(cfg.get("train_config", {}))
+    if not markers:
+        return ""
+    return "<p class='note'>Dashed line: " + "; ".join(_e(t) for t in markers.values()) + ".</p>"
 
 
 def _guard_path(fn: Callable[[], Path]) -> Path | None:
@@ -448,7 +688,6 @@ def write_comparison(
     """
     import tempfile
 
-
     dirs = [Path(r) for r in run_dirs]
     names = _unique_names(dirs)
     dev = resolve_device(device)
@@ -458,7 +697,6 @@ def write_comparison(
         model, cfg = load_model_from_run(d)
         lat = measure_latency(model.to(dev), cfg["input_size"], dev, budget_s=0.5)
         try:
-
             macs: Any = count_macs(model, tuple(cfg["input_size"]))
         except Exception:
             macs = None

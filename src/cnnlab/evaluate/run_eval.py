@@ -38,7 +38,7 @@ from cnnlab.evaluate.metrics import (
     top_losses,
 )
 from cnnlab.evaluate.tta import PRESETS, predict_tta
-from cnnlab.run import CONFIG_FILE, load_model_from_run, read_run_config, save_json
+from cnnlab.run import CONFIG_FILE, MODEL_FILE, load_model_from_run, read_run_config, save_json
 from cnnlab.runtime import main_logits, resolve_device
 
 N_BINS = 15
@@ -269,6 +269,8 @@ def evaluate_run(
     latency: bool = True,
     top_loss_count: int = 16,
     resize: bool | None = None,
+    weights: str = MODEL_FILE,
+    out_dir: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate the model of ``run_dir`` on its test split.
 
@@ -280,7 +282,9 @@ def evaluate_run(
     whether it did); ``latency`` measures ms/image and images/s. ``write_plots`` writes
     ``confusion.png``, ``confusion_normalized.png``, ``per_class.png``, ``reliability.png``,
     ``top_losses.png`` and ``eval.json`` into the run directory. ``resize`` allows data of another
-    image size (default: only the run's own source).
+    image size (default: only the run's own source). ``weights`` is the weights file inside the
+    run (default the final ``model.safetensors``; e.g. a best checkpoint's), ``out_dir`` where
+    the pictures go (default the run directory).
 
     Example::
 
@@ -289,7 +293,7 @@ def evaluate_run(
     """
 
     run_dir = Path(run_dir)
-    model, cfg = load_model_from_run(run_dir)
+    model, cfg = load_model_from_run(run_dir, weights)
     dev = resolve_device(device)
     model = model.to(dev)
     test = load_eval_data(cfg, data, data_dir, resize)
@@ -321,7 +325,7 @@ def evaluate_run(
     if latency:
         res.latency = measure_latency(model, cfg["input_size"], dev, batch_size=min(batch_size, 64))
     if write_plots:
-        write_eval_artefacts(res, run_dir, top_loss_count=top_loss_count)
+        write_eval_artefacts(res, Path(out_dir or run_dir), top_loss_count=top_loss_count)
     return res
 
 
