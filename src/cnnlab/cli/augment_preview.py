@@ -27,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.data.preview import augment_preview
+    import sys
+
+    from cnnlab.data.preview import augment_preview, augment_warnings
+
+    for line in augment_warnings(args.data, args.augment):
+        print(line, file=sys.stderr)
 
     path = augment_preview(
         args.data,

@@ -1,4 +1,9 @@
-"""A grid of augmented samples, to check an augmentation spec by eye before training with it."""
+"""A grid of augmented samples, to check an augmentation spec by eye before training with it.
+
+The picture says what it shows: a title with the data and the spec, a label over every column
+(``original``, then ``aug 1``…) and a green frame around the original column. Augmentations that
+change what some images mean are named by :func:`augment_warnings` (a mirrored 2 is not a 2).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,55 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from cnnlab.data.augment import build_batch_transform, parse_spec
 from cnnlab.data.base import load_dataset
 from cnnlab.data.batch_ops import resize
 from cnnlab.errors import ConfigError
+
+# Sources whose classes change under a mirror: digits and handwriting read differently flipped.
+ORIENTATION_SENSITIVE = ("digits", "mnist", "digits-scenes")
+_FLIPS = ("flip", "hflip", "vflip")
+
+
+def augment_warnings(data: str, spec: str) -> list[str]:
+    """Lines warning about augmentations that change the meaning of ``data``'s images."""
+    ops = [part.split(":", 1)[0].strip().lower() for part in spec.split(",") if part.strip()]
+    flips = [op for op in ops if op in _FLIPS]
+    if flips and data in ORIENTATION_SENSITIVE:
+        return [
+            f"warning: '{flips[0]}' mirrors the images of {data}, and a mirrored digit is not the "
+            "same digit (a flipped 2, 3, 7 reads as no digit); leave it out for digits and text"
+        ]
+    return []
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def annotate_grid(im: Image.Image, title: str, columns: int, cell_w: int, pad: int) -> Image.Image:
+    """``im`` (a grid of ``columns`` cells ``cell_w`` wide, ``pad`` apart) under a title and a
+    label per column, with the first (original) column framed in green."""
+    band = 46
+    out = Image.new("RGB", (max(im.width, 8 * len(title)), im.height + band), "white")
+    out.paste(im.convert("RGB"), (0, band))
+    draw = ImageDraw.Draw(out)
+    draw.text((pad, 4), title, fill="black", font=_font(15))
+    small = _font(12)
+    for j in range(columns):
+        x0 = pad + j * (cell_w + pad)
+        label = "original" if j == 0 else f"aug {j}"
+        draw.text((x0, band - 16), label, fill="darkgreen" if j == 0 else "black", font=small)
+    x0 = pad - 2
+    draw.rectangle(
+        (x0, band + pad - 2, x0 + cell_w + 3, band + im.height - pad + 1), outline="green", width=2
+    )
+    return out
 
 
 def augment_grid(
@@ -91,9 +139,16 @@ def augment_preview(
         cutmix_alpha=cutmix_alpha,
     )
     im = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    scale = max(1, 96 // max(1, train.images.shape[-1]))
+    cell = image_size or train.images.shape[-1]
+    scale = max(1, 96 // max(1, cell))
+    pad = 2
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    extras = [f"mixup {mixup_alpha:g}"] * (mixup_alpha > 0) + [f"cutmix {cutmix_alpha:g}"] * (
+        cutmix_alpha > 0
+    )
+    title = f'{data}: augment "{spec}"' + "".join(f", {e}" for e in extras)
+    im = annotate_grid(im, title, variants + 1, cell * scale, pad * scale)
     out = Path(out)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)

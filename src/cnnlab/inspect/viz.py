@@ -34,6 +34,17 @@ ACTIVATIONS: dict[str, nn.Module] = {
 }
 
 
+def activation_label(name: str) -> str:
+    """The legend entry of an activation, with the parameter that shapes it (``leaky_relu
+    (slope 0.1)``, ``elu (alpha 1)``): a leaky ReLU's slope is a choice, not a constant."""
+    mod = ACTIVATIONS[name]
+    if isinstance(mod, nn.LeakyReLU):
+        return f"{name} (slope {mod.negative_slope:g})"
+    if isinstance(mod, nn.ELU):
+        return f"{name} (alpha {mod.alpha:g})"
+    return name
+
+
 def load_image(
     path: str | Path, channels: int | None = None, size: int | None = None
 ) -> np.ndarray:
@@ -91,8 +102,8 @@ def plot_activations(
     for n in names:
         y = ACTIVATIONS[n](x)
         (g,) = torch.autograd.grad(y.sum(), x)
-        a1.plot(x.detach(), y.detach(), label=n)
-        a2.plot(x.detach(), g, label=n)
+        a1.plot(x.detach(), y.detach(), label=activation_label(n))
+        a2.plot(x.detach(), g, label=activation_label(n))
     for ax, title in ((a1, "f(x)"), (a2, "f'(x)")):
         ax.axhline(0, color="0.7", lw=0.8)
         ax.axvline(0, color="0.7", lw=0.8)
@@ -230,7 +241,6 @@ def plot_receptive_field(
     """Draw the receptive field of one unit of ``layer`` (default: the centre unit) on the image,
     which is resized to the model's input size first."""
     from matplotlib.patches import Rectangle
-
 
     img = np.asarray(image, dtype=float)
     h, w = img.shape[:2]
