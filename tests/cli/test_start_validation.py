@@ -12,7 +12,7 @@ from tests.conftest import run_cli
     [
         (["--augment", "flp"], "augmentation"),
         (["--schedule.name", "cosnie"], "schedule"),
-        (["--model", "resnet18", "--image-size", "8"], "8x8"),
+        (["--model", "vgg11", "--image-size", "8"], "8x8"),
     ],
 )
 def test_bad_config_exits_2_and_leaves_no_run_directory(tmp_path, extra, message):

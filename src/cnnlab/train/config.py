@@ -120,7 +120,7 @@ class TrainConfig:
     )
     compile: bool = False  # torch.compile the model
     # Checkpoints and stopping: `monitor` picks the `best` checkpoint and drives early stopping.
-    monitor: str = "test_acc"
+    monitor: str = "auto"  # auto: the task's headline test metric (test_acc, test_map, test_miou)
     patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
     min_delta: float = 0.0
     checkpoint: bool = True  # checkpoints/last and best every epoch (needed for --resume)

@@ -157,6 +157,10 @@ class RunSummary(Callback):
         )
 
     def _write_pictures(self, state: TrainState) -> None:
+        # a task may leave files of its last evaluation (detection: the COCO results file)
+        write_artifacts = getattr(state.task, "write_artifacts", None)
+        if write_artifacts is not None:
+            write_artifacts(state.run_dir)
         classes = list(getattr(self.test_loader.dataset, "classes", []))
         loader = self.test_loader
         if loader.indices is not None:  # a rank's shard: plot the whole test set

@@ -9,7 +9,7 @@ with the same ``--name`` to ``-2``). ``fit`` and ``lr_find`` both start from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -107,9 +107,10 @@ def prepare_data(config: TrainConfig) -> DatasetSplits:
     return splits
 
 
-def resolve_task(config: TrainConfig, splits: DatasetSplits) -> Task:
+def resolve_task(config: TrainConfig, splits: DatasetSplits) -> tuple[Task, TrainConfig]:
     """The task of ``config.task`` (``auto``: the dataset's own, else classification), checked
-    against the data and the monitored metric."""
+    against the data and the monitored metric, and ``config`` with both ``auto`` values resolved
+    (so the saved config says what the run really did)."""
     name = TASK_ALIASES.get(config.task, config.task)
     if name == "auto":
         name = getattr(splits.train, "task", "classification")
@@ -117,10 +118,11 @@ def resolve_task(config: TrainConfig, splits: DatasetSplits) -> Task:
         raise UnknownNameError("task", config.task, [*list_tasks(), "auto", *TASK_ALIASES])
     task = get_task(name, config)
     task.check_data(splits)
+    monitor = task.default_monitor if config.monitor == "auto" else config.monitor
     monitors = (*task.metric_names, *task.train_metric_names)
-    if config.monitor not in monitors:
-        raise UnknownNameError("monitor metric", config.monitor, monitors)
-    return task
+    if monitor not in monitors:
+        raise UnknownNameError("monitor metric", config.monitor, [*monitors, "auto"])
+    return task, replace(config, task=task.name, monitor=monitor)
 
 
 def build_model(config: TrainConfig, task: Task, train: Any) -> nn.Module:
@@ -157,7 +159,7 @@ def setup_training(config: TrainConfig, splits: DatasetSplits | None = None) -> 
     set_threads(config.threads)
     seed_everything(config.seed)
     splits = splits or prepare_data(config)
-    task = resolve_task(config, splits)
+    task, config = resolve_task(config, splits)
     train, test = splits.train, splits.test
     model = build_model(config, task, train)
     report = None
