@@ -5,16 +5,18 @@ at most 0.5 s and without importing torch, ``--help`` of any command at most 1 s
 image at most 2.5 s. Every command runs ``--repeat`` times interleaved (A, B, C, A, B, C…) so a
 busy CPU slows them alike; the table shows the best and the median.
 
-    .venv/bin/python benchmarks/startup.py [--run runs/NAME] [--repeat 5] [--label after]
+    .venv/bin/python benchmarks/startup.py [--run runs/NAME] [--repeat 5] [--before-src DIR]
 
 Without ``--run`` a one-epoch SimpleCNN on the embedded digits is trained first (not timed).
-``--label before`` writes the figures as the "before" column (kept until the next "before").
+``--before-src`` is the ``src`` folder of an earlier tree (``git archive COMMIT src | tar -x``):
+its commands are timed interleaved with this tree's, so both columns see the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,17 +43,29 @@ COMMANDS = [
     ("rf vgg11 (builds the model)", ["rf", "vgg11", "--input", "3x224x224"], None),
     ("predict one image", ["predict", "--run", "{run}", "{image}"], 2.5),
 ]
+# the floor under every command that needs PyTorch: `python -c "import torch"`
+BASELINE = "import torch (baseline)"
 TORCH_PROBE = (
-    "import sys; from cnnlab.cli import main; main({argv!r}); "
-    "print('TORCH', 'torch' in sys.modules, file=sys.stderr)"
+    "import sys\nfrom cnnlab.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n"
+    "    pass\nprint('TORCH', 'torch' in sys.modules, file=sys.stderr)"
 )
 
 
-def _time(argv: list[str]) -> tuple[float, bool]:
-    """Seconds for ``python -m cnnlab ARGV`` and whether the process imported torch."""
-    code = TORCH_PROBE.format(argv=argv)
+def _time(argv: list[str] | None, src: str | None = None) -> tuple[float, bool]:
+    """Seconds for ``python -m cnnlab ARGV`` (None: ``import torch`` alone) and whether the
+    process imported torch."""
+    code = (
+        "import sys, torch; print('TORCH True', file=sys.stderr)"
+        if argv is None
+        else TORCH_PROBE.format(argv=argv)
+    )
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
     elapsed = time.perf_counter() - t0
     if done.returncode not in (0,) and "TORCH" not in done.stderr:
         raise SystemExit(f"`cnnlab {' '.join(argv)}` failed:\n{done.stderr[-2000:]}")
@@ -80,7 +94,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--run", help="a run directory for `predict` (default: train one)")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--label", choices=("before", "after"), default="after")
+    ap.add_argument("--before-src", help="src/ of the earlier tree, timed interleaved")
+    ap.add_argument("--before-label", default="before", help="what the earlier tree is")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -91,23 +106,29 @@ def main() -> None:
             (label, [a.format(run=run, image=image) for a in argv], goal)
             for label, argv, goal in COMMANDS
         ]
-        times: dict[str, list[float]] = {label: [] for label, _, _ in cmds}
-        torch_loaded: dict[str, bool] = {}
+        cmds.append((BASELINE, None, None))
+        sides = {"after": None, **({"before": args.before_src} if args.before_src else {})}
+        times = {side: {label: [] for label, _, _ in cmds} for side in sides}
+        loaded: dict[str, dict[str, bool]] = {side: {} for side in sides}
         for _ in range(args.repeat):
             for label, argv, _ in cmds:
-                s, loaded = _time(argv)
-                times[label].append(s)
-                torch_loaded[label] = loaded
+                for side, src in sides.items():  # interleaved: the same load for both trees
+                    t, torch_in = _time(argv, src)
+                    times[side][label].append(t)
+                    loaded[side][label] = torch_in
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    saved[args.label] = {
-        label: {
-            "best": min(t),
-            "median": statistics.median(t),
-            "torch": torch_loaded[label],
+    for side in sides:
+        saved[side] = {
+            label: {
+                "best": min(t),
+                "median": statistics.median(t),
+                "torch": loaded[side][label],
+            }
+            for label, t in times[side].items()
         }
-        for label, t in times.items()
-    }
-    saved[args.label]["machine"] = machine_line()
+        saved[side]["machine"] = machine_line() + (
+            f"; {args.before_label}" if side == "before" else ""
+        )
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
@@ -123,15 +144,16 @@ def main() -> None:
         r = d[label]
         return f"{r['best']:.2f} / {r['median']:.2f}, {'torch' if r['torch'] else 'no torch'}"
 
-    for label, _, goal in COMMANDS:
+    for label, _, goal in [*COMMANDS, (BASELINE, None, None)]:
         g = f"≤ {goal:g} s" if goal else "–"
         rows.append(f"| `{label}` | {g} | {cell(before, label)} | {cell(after, label)} |")
     md = "\n".join(
         [
             "## Start-up of short commands (issue 20)",
             "",
-            "Reproduce: `python benchmarks/startup.py --label before|after` (each command a fresh "
-            f"process, {args.repeat} interleaved rounds; best and median wall time).  ",
+            "Reproduce: `git archive e773da1 src | tar -x -C /tmp/before && python "
+            "benchmarks/startup.py --before-src /tmp/before/src` (each command a fresh process, "
+            f"before and after interleaved, {args.repeat} rounds; best and median wall time).  ",
             f"Before: {before.get('machine', '–')}  ",
             f"After: {after.get('machine', '–')}",
             "",
@@ -139,7 +161,9 @@ def main() -> None:
             "",
             "'torch' says whether the process imported PyTorch. Pure arithmetic imports only the "
             "standard library and cnnlab's torch-free `cnnlab.inspect` modules (the package's "
-            "attributes load on first use); `predict` imports the predictor, not the trainer.",
+            "attributes load on first use); `predict` imports the predictor, not the trainer. "
+            "The last row is the floor of any command that needs PyTorch: on a loaded machine "
+            "`import torch` alone exceeds the 2.5 s goal, so compare `predict` with it.",
         ]
     )
     print(md)
