@@ -201,7 +201,9 @@ def test_report_and_compare_commands(digits_run, run_copy, tmp_path, capsys):
     assert code == 0, err
     assert out.strip() == f"report: {run_copy / 'report.html'}"
     text = (run_copy / "report.html").read_text()
-    assert '<section id="gradcam">' in text and "(quick)" in text
+    assert (
+        '<section id="gradcam">' in text and "quick report, written at the end of training" in text
+    )
     cmp_path = tmp_path / "compare.html"
     code, out, err = run_main(capsys, "report", digits_run, run_copy, "--compare", cmp_path)
     assert code == 0, err

@@ -54,6 +54,7 @@ def test_summary_on_run_directory(tmp_path, capsys):
         json.dumps(
             {
                 "model": {"name": "simplecnn", "kwargs": {"num_classes": 5}},
+                "classes": ["a", "b", "c", "d", "e"],
                 "input_size": [1, 28, 28],
             }
         )

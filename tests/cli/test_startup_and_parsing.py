@@ -92,9 +92,9 @@ def test_every_parser_refuses_abbreviations():
     assert seen > 15  # the top level, every subcommand and the arith sub-subcommands
 
 
-def test_glob_matching_nothing_names_the_pattern(tmp_path, capsys):
+def test_glob_matching_nothing_names_the_pattern(digits_run, tmp_path, capsys):
     pattern = str(tmp_path / "*.jpg")
-    rc = main(["predict", "--run", str(tmp_path / "no-run"), pattern])
+    rc = main(["predict", "--run", str(digits_run), pattern])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert pattern in err[0] and "no image files match" in err[0]

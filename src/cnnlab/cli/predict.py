@@ -69,8 +69,8 @@ def expand_inputs(items: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.deploy.predictor import PredictionError, load
 
-    paths = expand_inputs(args.images)  # before loading the model: a typo fails at once
     predictor = load(args.run, device=args.device, batch_size=args.batch_size, backend=args.backend)
+    paths = expand_inputs(args.images)
     results = predictor.predict_files(paths, top_k=args.top_k)
     errors = [r for r in results if isinstance(r, PredictionError)]
     for e in errors:

@@ -32,13 +32,16 @@ class Latency:
 
     @property
     def median_ms(self) -> float:
+        """The median in milliseconds."""
         return self.median * 1000
 
     @property
     def p90_ms(self) -> float:
+        """The 90th percentile in milliseconds."""
         return self.p90 * 1000
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (seconds and milliseconds) for JSON output."""
         return {**asdict(self), "median_ms": self.median_ms, "p90_ms": self.p90_ms}
 
 
