@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from _companion import check, course, note, parse_args, section
+from cnnlab.models.info import model_info
 from torch import nn
 
 from cnnlab.data import load_dataset
@@ -28,7 +29,6 @@ from cnnlab.inspect import (
     receptive_field_layers,
 )
 from cnnlab.models import get_model
-from cnnlab.models.info import model_info
 from cnnlab.train import fit
 from cnnlab.train.config import DataConfig, OptimConfig, TrainConfig
 

@@ -16,6 +16,7 @@ import math
 
 import torch
 from _companion import check, cli, course, note, parse_args, section
+from cnnlab.models.info import model_info
 from torch import nn
 
 from cnnlab.inspect import (
@@ -27,7 +28,6 @@ from cnnlab.inspect import (
     summarize,
 )
 from cnnlab.models import get_model
-from cnnlab.models.info import model_info
 
 
 def vgg_section(fast: bool) -> None:

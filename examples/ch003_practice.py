@@ -33,10 +33,10 @@ from _companion import (
     read_metrics,
     section,
 )
+from cnnlab.models.info import model_info
 
 from cnnlab.inspect import conv_macs, summarize
 from cnnlab.models import get_model
-from cnnlab.models.info import model_info
 from cnnlab.train.config import ScheduleConfig
 from cnnlab.train.schedules import lr_factor
 

@@ -346,7 +346,7 @@ def test_restated_variant_tables_match_the_zoo() -> None:
     from cnnlab.models.efficientnet import EFFICIENTNET_PARAMS
     from cnnlab.models.foreign.specs import CONVNEXT_SHAPES, EFFICIENTNET_SCALING
 
-    assert CONVNEXT_SHAPES == {k: (c.dims, c.depths) for k, c in CONVNEXT_CFGS.items()}
-    assert EFFICIENTNET_SCALING == {
+    assert {k: (c.dims, c.depths) for k, c in CONVNEXT_CFGS.items()} == CONVNEXT_SHAPES
+    assert {
         k: (p.width, p.depth, p.resolution, p.dropout) for k, p in EFFICIENTNET_PARAMS.items()
-    }
+    } == EFFICIENTNET_SCALING

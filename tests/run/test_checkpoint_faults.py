@@ -8,12 +8,12 @@ import errno
 import json
 
 import pytest
+from tests.train.conftest import tiny_cfg
 
 from cnnlab.errors import RunError
 from cnnlab.run import checkpoint as ck_mod
 from cnnlab.run import list_checkpoints, load_checkpoint, load_model_from_run, read_metrics
 from cnnlab.train import fit, resume_config
-from tests.train.conftest import tiny_cfg
 
 
 class Killed(BaseException):

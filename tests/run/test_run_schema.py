@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import run_cli
 
 from cnnlab.errors import RunError
 from cnnlab.run import load_model_from_run, read_run_config
-from tests.conftest import run_cli
 
 HOSTILE = {
     "num_classes is a word": (("model", "kwargs", "num_classes"), "ten", "num_classes"),

@@ -7,9 +7,8 @@ import torch
 
 from cnnlab.errors import UnknownNameError
 from cnnlab.models import get_model
-from cnnlab.train.amp_probe import bf16_faster_on_cpu, cpu_bf16_supported
+from cnnlab.train.amp_probe import amp_dtype, bf16_faster_on_cpu, cpu_bf16_supported
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.amp_probe import amp_dtype
 
 CPU = torch.device("cpu")
 

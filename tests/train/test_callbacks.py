@@ -9,12 +9,12 @@ import pytest
 import torch
 from tests.train.conftest import tiny_cfg
 
+from cnnlab.run import read_metrics
 from cnnlab.train import fit
 from cnnlab.train.callbacks import Callback, EarlyStopping, TrainState
 from cnnlab.train.config import DataConfig
 from cnnlab.train.loop import TrainingDiverged
 from cnnlab.train.schedules import size_for_epoch
-from cnnlab.run import read_metrics
 
 
 def _state() -> TrainState:
@@ -84,8 +84,8 @@ def test_nan_guard_stops_with_message_and_keeps_last_good_epoch(tmp_path, digits
 
 def test_ema_weights_are_evaluated_and_saved(tmp_path, digits_small):
     res = fit(tiny_cfg(tmp_path, epochs=1, ema_decay=0.5), splits=digits_small)
-    from cnnlab.train import load_model_from_run
     from cnnlab.run import load_checkpoint
+    from cnnlab.train import load_model_from_run
 
     saved, _ = load_model_from_run(res.run_dir)
     raw, _ = load_checkpoint(res.run_dir)

@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from cnnlab.train.distributed import eval_shard, shard_indices
 from cnnlab.run import read_metrics
+from cnnlab.train.distributed import eval_shard, shard_indices
 
 
 def test_shards_are_disjoint_equal_and_change_per_epoch():

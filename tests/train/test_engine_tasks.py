@@ -11,9 +11,9 @@ import json
 from typing import Any
 
 import pytest
-
 import torch
 import torch.nn.functional as F
+from tests.train.conftest import tiny_cfg
 from torch import nn
 
 from cnnlab.data import BatchLoader
@@ -21,7 +21,6 @@ from cnnlab.run import load_checkpoint, read_metrics
 from cnnlab.runtime import all_reduce_sum
 from cnnlab.tasks import list_tasks, register_task
 from cnnlab.train import Callback, fit, resume_config
-from tests.train.conftest import tiny_cfg
 
 
 class ForegroundLoader(BatchLoader):

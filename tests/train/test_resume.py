@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import run_cli
 
 from cnnlab.errors import ConfigError, RunError
-from cnnlab.train import fit, resume_config
 from cnnlab.run import read_metrics
+from cnnlab.train import fit, resume_config
 
 # Dropout, EMA, flip+crop augmentation and a one-cycle schedule: every RNG and every piece of
 # optimizer state has to come back for the resumed run to match.
