@@ -192,6 +192,7 @@ def _sample_boxes(
     return torch.stack([top, left, bh, bw], 1)
 
 
+# Long by design: a dispatch table from the augmentation grammar to batch ops, one branch each.
 def _build_op(key: str, v: tuple[float, ...]) -> Op:
     if key in ("flip", "vflip"):
         fn = ops.hflip_where if key == "flip" else ops.vflip_where

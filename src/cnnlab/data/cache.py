@@ -330,6 +330,8 @@ def _usable_folder(cache_dir: str | Path | None) -> Path | None:
     return folder
 
 
+# Long by design: the cache's lookup, validation, rebuild and publish steps share one lock and
+# one entry; kept together so the crash-safety order (write, sync, rename) is visible.
 def decode_files(
     paths: Sequence[str | Path],
     size: int | tuple[int, int],

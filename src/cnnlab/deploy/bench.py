@@ -75,6 +75,7 @@ def _macs(model: nn.Module, input_size: tuple[int, int, int]) -> int | None:
         return None
 
 
+# Long by design: builds each backend, then times them interleaved per batch size, streaming rows.
 def benchmark(
     source: str,
     backends: Sequence[str] = ("torch", "onnx"),

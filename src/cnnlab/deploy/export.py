@@ -112,6 +112,8 @@ def _latency(fn, x: torch.Tensor) -> Latency:
     return measure_latency(lambda: fn(x), budget_s=1.0, min_calls=10)
 
 
+# Long by design: the export is a fixed sequence (load, reference logits, export, parity,
+# optional int8, verdict) whose steps share the reference batch; it reads as that sequence.
 def export_run(
     run_dir: str | Path,
     fmt: str = "onnx",

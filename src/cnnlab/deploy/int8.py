@@ -77,6 +77,8 @@ def choose_recipe(
     )
 
 
+# Long by design: build, time (interleaved) and score every candidate, then apply the rule;
+# the figures of all candidates are gathered in one pass and reported together.
 def quantize_run(
     fp32_path: str | Path,
     output: str | Path,

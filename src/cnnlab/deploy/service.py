@@ -133,6 +133,8 @@ async def _decode(ctx: ServiceContext, payloads: list[tuple[str | None, Any]]) -
     return out
 
 
+# Long by design: one closure over the service's state holding every route, read top to bottom;
+# each route is a few lines and splitting them apart would scatter that shared state.
 def create_app(
     predictor: Predictor, cfg: ServeConfig = ServeConfig(), model_hash: str = ""
 ) -> FastAPI:

@@ -130,6 +130,8 @@ def decode_predictions(
     return out
 
 
+# Long by design: the YOLO loss is one derivation (assign targets to anchors, then box,
+# objectness and class terms); split up, the tensor shapes between the steps would be lost.
 def yolo_loss(
     preds: torch.Tensor,
     targets: Sequence[torch.Tensor],

@@ -163,6 +163,8 @@ def _show_progress(
     )
 
 
+# Long by design: the inner loop of training, kept whole so the order of schedule, forward,
+# backward, accumulation and step is visible in one place (the step itself is a helper).
 def train_one_epoch(
     state: TrainState,
     loader: Any,
