@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from _companion import check, course, note, parse_args, section
-from cnnlab.models.info import model_info
 from torch import nn
 
 from cnnlab.data import load_dataset
@@ -28,6 +27,7 @@ from cnnlab.inspect import (
     output_size,
     receptive_field_layers,
 )
+from cnnlab.inspect.model_table import model_info
 from cnnlab.models import get_model
 from cnnlab.train import fit
 from cnnlab.train.config import DataConfig, OptimConfig, TrainConfig

@@ -16,7 +16,6 @@ import math
 
 import torch
 from _companion import check, cli, course, note, parse_args, section
-from cnnlab.models.info import model_info
 from torch import nn
 
 from cnnlab.inspect import (
@@ -27,6 +26,7 @@ from cnnlab.inspect import (
     output_size,
     summarize,
 )
+from cnnlab.inspect.model_table import model_info
 from cnnlab.models import get_model
 
 

@@ -33,9 +33,9 @@ from _companion import (
     read_metrics,
     section,
 )
-from cnnlab.models.info import model_info
 
 from cnnlab.inspect import conv_macs, summarize
+from cnnlab.inspect.model_table import model_info
 from cnnlab.models import get_model
 from cnnlab.train.config import ScheduleConfig
 from cnnlab.train.schedules import lr_factor

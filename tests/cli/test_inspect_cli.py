@@ -56,6 +56,8 @@ def test_summary_on_run_directory(tmp_path, capsys):
                 "model": {"name": "simplecnn", "kwargs": {"num_classes": 5}},
                 "classes": ["a", "b", "c", "d", "e"],
                 "input_size": [1, 28, 28],
+                "mean": [0.5],
+                "std": [0.25],
             }
         )
     )

@@ -19,8 +19,9 @@ def test_augment_preview_writes_a_grid(tmp_path):
     assert res.returncode == 0, res.stderr
     assert str(out) in res.stdout
     im = Image.open(out)
-    # 3 rows x (1 original + 4 variants) of 28x28 digits, scaled up 3x, with 2px gutters
-    assert im.size == ((5 * 30 + 2) * 3, (3 * 30 + 2) * 3)
+    # 3 rows x (1 original + 4 variants) of 28x28 digits, scaled up 3x, with 2px gutters, under a
+    # 46-px band holding the title and the column labels
+    assert im.size == ((5 * 30 + 2) * 3, (3 * 30 + 2) * 3 + 46)
 
 
 def test_augment_preview_bad_spec_is_one_line(tmp_path, capsys):

@@ -31,9 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     from cnnlab.data.preview import augment_preview, augment_warnings
 
-    for line in augment_warnings(args.data, args.augment):
-        print(line, file=sys.stderr)
-
     path = augment_preview(
         args.data,
         args.augment,
@@ -46,5 +43,7 @@ def run(args: argparse.Namespace) -> int:
         mixup_alpha=args.mixup,
         cutmix_alpha=args.cutmix,
     )
+    for line in augment_warnings(args.data, args.augment):  # after the spec proved valid
+        print(line, file=sys.stderr)
     print(f"wrote {path}")
     return 0
