@@ -34,11 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from cnnlab.errors import RunError
-from cnnlab.run.files import state_dict_for_saving
+from cnnlab.run.files import weights_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 2
@@ -176,7 +175,7 @@ def save_checkpoint(
     tmp = root / f".tmp-{tag}-{epoch:04d}-{os.getpid()}"
     buf = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buf)
-    files = {WEIGHTS: _safetensors_bytes(model, epoch), STATE: buf.getvalue()}
+    files = {WEIGHTS: weights_bytes(model, {"epoch": str(epoch)}), STATE: buf.getvalue()}
     manifest = {
         "format": FORMAT_VERSION,
         "tag": tag,
@@ -204,10 +203,6 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir, tag)[KEEP[tag] :]:
         shutil.rmtree(old.path, ignore_errors=True)
     return final
-
-
-def _safetensors_bytes(model: nn.Module, epoch: int) -> bytes:
-    return save_safetensors(state_dict_for_saving(model), metadata={"epoch": str(epoch)})
 
 
 def _read_verified(ref: CheckpointRef, fingerprint: str | None) -> tuple[dict, dict]:

@@ -94,10 +94,15 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    """The model's weights serialised as safetensors (what both the run and its checkpoints hold)."""
+    return save_safetensors(state_dict_for_saving(model), metadata=metadata)
+
+
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> str:
     """Atomically save the model's weights as safetensors; returns the file's SHA-256, which the
     run's ``config.json`` records so that readers can tell a damaged or replaced file."""
-    data = save_safetensors(state_dict_for_saving(model), metadata=metadata)
+    data = weights_bytes(model, metadata)
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
