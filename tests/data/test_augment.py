@@ -24,7 +24,62 @@ def _batch(c=3, n=16, size=20, seed=0):
 
 def test_every_transform_name_is_covered():
     used = {name for spec in SPECS for name, _ in parse_spec(spec)} | {"mixup", "cutmix"}
-    assert used == set(list_augmentations())
+    # altflip needs the images' indices (tested below); translate is crop by another name
+    assert used | {"altflip", "translate"} == set(list_augmentations())
+
+
+def test_translate_is_a_crop_with_a_two_pixel_default():
+    assert parse_spec("translate") == [("crop", (2.0,))]
+    assert parse_spec("translate:3,flip") == [("crop", (3.0,)), ("flip", (0.5,))]
+
+
+def test_alternating_flip_shows_every_image_both_ways_once_per_two_epochs():
+    n = 1000
+    x = torch.randint(
+        0, 256, (n, 1, 3, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    idx = torch.arange(n)
+    t = build_batch_transform("altflip", image_size=None, num_classes=5, seed=7)
+    flipped = []
+    for epoch in range(4):
+        t.set_epoch(epoch)
+        out, _ = t(x, idx % 5, indices=idx)
+        f = (out == x.flip(-1)).flatten(1).all(1) & ~(out == x).flatten(1).all(1)
+        assert ((out == x).flatten(1).all(1) | f).all()  # each image unchanged or mirrored
+        flipped.append(f)
+    assert torch.equal(flipped[0], ~flipped[1])  # epochs 0 and 1: each image once each way
+    assert torch.equal(flipped[0], flipped[2]) and torch.equal(flipped[1], flipped[3])
+    assert 0.4 < flipped[0].float().mean() < 0.6  # half the images start flipped
+    # the coin is per image, not per batch position: a shuffled batch gives the same choice
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    t.set_epoch(0)
+    out, _ = t(x[perm], idx[perm] % 5, indices=idx[perm])
+    assert torch.equal(out, t(x, idx % 5, indices=idx)[0][perm])
+    # another seed chooses another half
+    u = build_batch_transform("altflip", image_size=None, num_classes=5, seed=8)
+    assert not torch.equal(u(x, idx, indices=idx)[0], t(x, idx, indices=idx)[0])
+
+
+def test_alternating_flip_through_the_loader_and_without_indices():
+    n = 64
+    ds = ImageDataset(
+        torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8), torch.arange(n) % 2, ["a", "b"], "t"
+    )
+    t = build_batch_transform("altflip", image_size=None, num_classes=2, seed=0)
+    loader = BatchLoader(ds, 16, mean=(0.0,), std=(1 / 255,), shuffle=True, transform=t)
+    seen = {}
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        order = loader._order()
+        got = torch.cat([x for x, _ in loader])
+        seen[epoch] = (got == ds.images[order].float().flip(-1)).flatten(1).all(1)
+    inv = {e: torch.empty(n, dtype=torch.bool) for e in seen}
+    for e in seen:
+        loader.epoch = e
+        inv[e][loader._order()] = seen[e]
+    assert torch.equal(inv[0] | inv[1], torch.ones(n, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="index"):
+        t(ds.images[:4], ds.labels[:4])
 
 
 @pytest.mark.parametrize("spec", SPECS)

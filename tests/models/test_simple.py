@@ -72,3 +72,29 @@ def test_fastnet_full_resolution_stem_keeps_parameters_and_sizes() -> None:
         assert full.forward_features(torch.randn(1, 1, 28, 28)).shape[-1] == 7  # 28 → 14 → 7
     with pytest.raises(ValueError, match="stem_stride"):
         get_model("fastnet", stem_stride=3)
+
+
+def test_fastnet_speed_run_options() -> None:
+    plain = get_model("fastnet", width=8)
+    white = get_model("fastnet", width=8, whiten=True, bn_scale=False)
+    # the whitening stem has no parameters; no BatchNorm has a learnt scale
+    stem_params = 1 * 8 * 9 + 2 * 8  # conv 1->8 and its BatchNorm
+    bn_scales = 8 + 16 + 32
+    n = sum(p.numel() for p in plain.parameters())
+    # at width 8 the second convolution keeps 8 inputs (2 signs x 2x2 patch = 8 channels)
+    assert sum(p.numel() for p in white.parameters()) == n - stem_params - (bn_scales - 8)
+    x = torch.randn(64, 1, 28, 28)
+    white.init_from_data(x)  # fitted: the filters are no longer the identity basis
+    w = white.features[0].weight
+    assert not torch.equal(w[:4].flatten(1).abs().amax(1), torch.ones(4))
+    assert white(x).shape == (64, 10)
+    # dirac: each convolution starts as the identity on its first input channels
+    d = get_model("fastnet", width=8, dirac=True)
+    conv = d.features[3]
+    assert isinstance(conv, torch.nn.Conv2d) and conv.in_channels == 8
+    x8 = torch.randn(2, 8, 6, 6)
+    y = conv(x8)
+    torch.testing.assert_close(y[:, :8], x8)
+    assert y.shape == (2, 16, 6, 6)
+    with pytest.raises(ValueError, match="whiten_kernel"):
+        get_model("fastnet", whiten=True, whiten_kernel=5)

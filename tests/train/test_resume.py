@@ -17,11 +17,13 @@ from cnnlab.errors import ConfigError, RunError
 from cnnlab.run import read_metrics
 from cnnlab.train import fit, resume_config
 
-# Dropout, EMA, flip+crop augmentation and a one-cycle schedule: every RNG and every piece of
-# optimizer state has to come back for the resumed run to match.
+# Dropout, EMA, Lookahead, a data-fitted whitening stem, flip+crop augmentation and a one-cycle
+# schedule: every RNG and every piece of optimizer state has to come back for the resumed run to
+# match.
 CFG = dict(
     model="fastnet",
-    model_kwargs={"width": 8, "dropout": 0.2},
+    model_kwargs={"width": 8, "dropout": 0.2, "whiten": True},
+    lookahead_k=4,
     epochs=2,
     batch_size=64,
     optim={"name": "adamw", "lr": 3e-3, "weight_decay": 0.05},

@@ -96,7 +96,9 @@ class BatchLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self._images[idx].to(self.device, non_blocking=True)
             y = self._labels[idx].to(self.device, non_blocking=True)
-            if self.transform is not None:
+            if getattr(self.transform, "uses_indices", False):
+                x, y = self.transform(x, y, indices=idx)
+            elif self.transform is not None:
                 x, y = self.transform(x, y)
             x = normalize_batch(x, self.mean, self.std)
             if self.channels_last:

@@ -91,8 +91,10 @@ def augment_grid(
     size = (image_size, image_size) if image_size else (h, w)
 
     cols = [resize(images, size).round().clamp(0, 255).to(torch.uint8)]
-    for _ in range(variants):
-        x = images if t is None else t(images, labels)[0]
+    for k in range(variants):
+        if t is not None:
+            t.set_epoch(k)  # each column an epoch, so altflip shows its alternation
+        x = images if t is None else t(images, labels, indices=torch.arange(n))[0]
         cols.append(resize(x, size).round().clamp(0, 255).to(torch.uint8))
     oh, ow = size
     grid = np.full((n * (oh + pad) + pad, len(cols) * (ow + pad) + pad, c), 255, np.uint8)

@@ -5,9 +5,13 @@ is a tensor operation on the (N, C, H, W) batch, so TTA costs one forward pass p
 else. Views work on the normalised float batch the model takes (a flip or crop commutes with the
 per-channel normalisation).
 
-Presets: ``none`` (identity only), ``flip`` (identity + horizontal flip), ``flip+crops`` (identity,
-flip and five zoomed crops: centre and four corners, each resized back to the input size). Any list
-of view names (``"identity,hflip,crop_c"``) or callables works too.
+Presets: ``none`` (identity only), ``flip`` (identity + horizontal flip), ``translate`` (identity
+and the image moved one pixel up-left and one down-right, edge fill: the small shifts a training
+``crop``/``translate`` augmentation taught), ``flip+crops`` (identity, flip and five zoomed crops:
+centre and four corners, each resized back to the input size). A comma-separated list may mix
+presets and view names (``"flip,translate"`` = identity, hflip, shift_ul, shift_dr); callables work
+too. :class:`TTAModel` wraps a model so anything that evaluates logits (the training loop's epoch
+evaluation) evaluates the TTA average instead.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ def _crop(x: torch.Tensor, where: str, fraction: float = CROP_FRACTION) -> torch
     return F.interpolate(patch, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The image moved by (dy, dx) pixels, the uncovered border filled by its edge pixels (the
+    normalised value of the background, whatever the normalisation)."""
+    h, w = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
+
+
 VIEWS: dict[str, View] = {
     "identity": lambda x: x,
     "hflip": lambda x: x.flip(-1),
@@ -43,10 +56,13 @@ VIEWS: dict[str, View] = {
     "crop_tr": lambda x: _crop(x, "tr"),
     "crop_bl": lambda x: _crop(x, "bl"),
     "crop_br": lambda x: _crop(x, "br"),
+    "shift_ul": lambda x: _shift(x, -1, -1),
+    "shift_dr": lambda x: _shift(x, 1, 1),
 }
 PRESETS: dict[str, list[str]] = {
     "none": ["identity"],
     "flip": ["identity", "hflip"],
+    "translate": ["identity", "shift_ul", "shift_dr"],
     "flip+crops": ["identity", "hflip", "crop_c", "crop_tl", "crop_tr", "crop_bl", "crop_br"],
 }
 
@@ -54,9 +70,11 @@ PRESETS: dict[str, list[str]] = {
 def resolve_views(views: str | Sequence[str | View]) -> list[tuple[str, View]]:
     """``"flip"`` / ``"identity,hflip"`` / ``["identity", my_fn]`` → named view functions."""
     if isinstance(views, str):
-        names: list[str | View] = list(
-            PRESETS.get(views, [v.strip() for v in views.split(",") if v.strip()])
-        )
+        names: list[str | View] = []
+        for part in (v.strip() for v in views.split(",")):
+            for name in PRESETS.get(part, [part] if part else []):
+                if name not in names:  # "flip,translate": identity once
+                    names.append(name)
     else:
         names = list(views)
     out = []
@@ -96,3 +114,27 @@ def predict_tta(
         p = torch.softmax(main_logits(model(fn(x))).float() / temperature, 1)
         total = p if total is None else total + p
     return total / len(vs)  # type: ignore[operator]
+
+
+class TTAModel(nn.Module):
+    """``model`` evaluated over TTA ``views``: returns the log of the averaged probabilities.
+
+    Log-probabilities are valid logits: their argmax is the TTA prediction and cross-entropy on
+    them is the TTA loss, so any evaluation written for logits scores the TTA ensemble unchanged.
+
+    Example::
+
+        metrics = task.evaluate(TTAModel(model, "flip,translate"), test_loader)
+    """
+
+    def __init__(self, model: nn.Module, views: str | Sequence[str | View] = "flip"):
+        super().__init__()
+        self.model = model
+        self.views = resolve_views(views)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for _, fn in self.views:
+            p = torch.softmax(main_logits(self.model(fn(x))).float(), 1)
+            total = p if total is None else total + p
+        return torch.log(total / len(self.views) + 1e-12)  # type: ignore[operator]

@@ -12,6 +12,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from cnnlab.layers.bn_no_scale import BatchNormNoScale
+from cnnlab.layers.whitening import PatchWhitening
 from cnnlab.models._base import ClassifierMixin, DefaultCfg
 from cnnlab.models._registry import register_model
 
@@ -110,6 +112,13 @@ class FastBNNet(ClassifierMixin, nn.Module):
     average pooling; 3 keeps the 3x3 layout a 28x28 input ends with (where on a garment a feature
     fired), which is worth about a point on Fashion-MNIST for 10 k more parameters. ``stem_stride=1``
     keeps the first convolution at full resolution: 4x the FLOPs of every later layer.
+
+    Speed-run options (airbench / hlb-CIFAR10; measured in BENCHMARKS.md, time_to_accuracy):
+    ``whiten=True`` replaces the learnt stem by a frozen :class:`PatchWhitening` of
+    ``whiten_kernel`` x ``whiten_kernel`` patches (stride ``stem_stride``), fitted to the training
+    images by :meth:`init_from_data` before the first step; ``dirac=True`` starts each
+    convolution as an identity on its first input channels (a near-identity network trains
+    faster from step one); ``bn_scale=False`` fixes every BatchNorm scale at 1.
     """
 
     classifier_name = "fc"
@@ -122,27 +131,43 @@ class FastBNNet(ClassifierMixin, nn.Module):
         dropout: float = 0.0,
         head_pool: int = 1,
         stem_stride: int = 2,
+        whiten: bool = False,
+        whiten_kernel: int = 2,
+        dirac: bool = False,
+        bn_scale: bool = True,
     ):
         super().__init__()
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         if head_pool < 1:
             raise ValueError(f"head_pool must be >= 1, got {head_pool}")
+        if whiten and whiten_kernel not in (2, 3):
+            raise ValueError(f"whiten_kernel must be 2 or 3, got {whiten_kernel}")
         self.in_chans, self.num_classes = in_chans, num_classes
         # Global average pooling makes any size from 8 px work, which progressive resizing relies on.
         self.default_cfg = replace(MNIST_CFG, min_size=8).for_chans(in_chans)
         w = width
 
+        norm = nn.BatchNorm2d if bn_scale else BatchNormNoScale
+
         def cbr(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
             return [
                 nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                nn.BatchNorm2d(cout),
+                norm(cout),
                 nn.ReLU(inplace=True),
             ]
 
+        if whiten:
+            # 2x2 patches at stride 2 tile a 28x28 image exactly; 3x3 ones (padding 1) overlap
+            pad = 1 if whiten_kernel == 3 else 0
+            whitening = PatchWhitening(in_chans, whiten_kernel, stem_stride, pad)
+            stem: list[nn.Module] = [whitening, nn.ReLU(inplace=True)]
+            stem_out = whitening.out_chans
+        else:
+            stem, stem_out = cbr(in_chans, w, stem_stride), w
         self.features = nn.Sequential(
-            *cbr(in_chans, w, stem_stride),
-            *cbr(w, 2 * w),
+            *stem,
+            *cbr(stem_out, 2 * w),
             nn.MaxPool2d(2),
             *cbr(2 * w, 4 * w),
             nn.MaxPool2d(2),
@@ -151,6 +176,17 @@ class FastBNNet(ClassifierMixin, nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.num_features = 4 * w * head_pool * head_pool
         self.fc = nn.Linear(self.num_features, num_classes)
+        if dirac:
+            for m in self.features.modules():
+                if isinstance(m, nn.Conv2d) and m.out_channels >= m.in_channels:
+                    nn.init.dirac_(m.weight.data[: m.in_channels])
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Fit the whitening stem to normalised training images (no-op without ``whiten``)."""
+        for m in self.features.modules():
+            if isinstance(m, PatchWhitening):
+                m.fit(images)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

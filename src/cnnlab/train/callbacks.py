@@ -100,6 +100,8 @@ class EarlyStopping(Callback):
         self.bad_epochs = 0
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if self.monitor not in metrics:  # an epoch without evaluation (eval_every) says nothing
+            return
         value = float(metrics[self.monitor])
         if is_better(value, self.best, self.mode, self.min_delta):
             self.best, self.bad_epochs = value, 0

@@ -115,10 +115,16 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     ema_decay: float = 0.0  # weight EMA (evaluated and saved when on); 0 = off
+    lookahead_k: int = 0  # Lookahead: sync to the slow weights every k steps; 0 = off
+    lookahead_alpha: float = 0.5  # how far the slow weights move toward the fast ones per sync
     amp: str = (
         "auto"  # auto (bf16/fp16 on CUDA, off on CPU), fastest (CPU: measured), off, bf16, fp16
     )
     compile: bool = False  # torch.compile the model
+    # Evaluation: test-time augmentation views of the per-epoch test evaluation (classification;
+    # "" = none, "flip", "flip,translate", see cnnlab.evaluate.tta) and how often it runs
+    tta: str = ""
+    eval_every: int = 1  # evaluate every k epochs (and after the last); 1 = every epoch
     # Checkpoints and stopping: `monitor` picks the `best` checkpoint and drives early stopping.
     monitor: str = "auto"  # auto: the task's headline test metric (test_acc, test_map, test_miou)
     patience: int = 0  # early stopping after this many epochs without improvement; 0 = off

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.data import DatasetSplits, format_skipped, skipped_summary
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.evaluate.tta import TTAModel
 from cnnlab.run import (
     CONFIG_FILE,
     SKIPPED_FILE,
@@ -52,6 +53,7 @@ from cnnlab.train.callbacks import (
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import barrier, broadcast_object, shard_indices
 from cnnlab.train.ema import ModelEma
+from cnnlab.train.lookahead import Lookahead
 from cnnlab.train.recorders import Checkpointer, EpochPrinter, RunFiles, RunSummary
 from cnnlab.train.resume import check_resume_config, config_fingerprint
 from cnnlab.train.schedules import PlateauTracker, lr_factor, size_for_epoch
@@ -71,6 +73,7 @@ class StepSettings:
     scaler: torch.amp.GradScaler
     amp: torch.dtype | None = None
     ema: ModelEma | None = None
+    lookahead: Lookahead | None = None
     size: int | None = None
     plateau_factor: float = 1.0
     freeze: str = "none"
@@ -133,6 +136,8 @@ def _optimizer_step(
     settings.scaler.step(opt)
     settings.scaler.update()
     opt.zero_grad(set_to_none=True)
+    if settings.lookahead is not None:
+        settings.lookahead.update(state.model)
     if settings.ema is not None:
         settings.ema.update(state.model)
     state.step += 1
@@ -325,6 +330,8 @@ def _restore(state: TrainState, settings: StepSettings, setup: TrainingSetup) ->
         settings.scaler.load_state_dict(ck["scaler"])
     if settings.ema is not None:
         settings.ema.load_state_dict(ck["ema"])
+    if settings.lookahead is not None:
+        settings.lookahead.load_state_dict(ck["lookahead"])
     for k, v in ck["plateau"].items():
         setattr(state.resumables["plateau"], k, v)
     for cb in state.callbacks:  # stateful callbacks are matched by class name
@@ -384,6 +391,7 @@ def _new_state(
     state.resumables = {
         "scaler": settings.scaler,
         "ema": settings.ema,
+        "lookahead": settings.lookahead,
         "plateau": PlateauTracker(cfg.schedule.factor, cfg.schedule.patience),
         "generator": setup.generator,
     }
@@ -427,8 +435,13 @@ def _score_epoch(
     """Evaluate the epoch's model, update the plateau tracker and the best epoch; the metrics row."""
     cfg, task = state.config, state.task
     state.elapsed += epoch_s
-    ev = task.evaluate(state.eval_model, setup.test_loader)
-    if cfg.schedule.name == "plateau":
+    last = state.epoch + 1 == cfg.epochs
+    if (state.epoch + 1) % cfg.eval_every and not last:
+        ev: dict[str, float] = {}  # not evaluated this epoch (eval_every): no test metrics
+    else:
+        model = TTAModel(state.eval_model, cfg.tta) if cfg.tta else state.eval_model
+        ev = task.evaluate(model, setup.test_loader)
+    if cfg.schedule.name == "plateau" and ev:
         # the test loss when a loss is monitored, else the task's headline test metric
         loss_key = next((k for k in ev if k.endswith("loss")), task.default_monitor)
         value = -ev[loss_key] if "loss" in cfg.monitor else ev[task.default_monitor]
@@ -437,7 +450,9 @@ def _score_epoch(
     metrics["elapsed_s"] = state.elapsed
     state.history.append(metrics)
     mode = task.metric_mode(cfg.monitor)
-    state.improved = is_better(metrics[cfg.monitor], state.best["value"], mode)
+    state.improved = cfg.monitor in metrics and is_better(
+        metrics[cfg.monitor], state.best["value"], mode
+    )
     if state.improved:
         state.best = {"epoch": state.epoch + 1, "value": metrics[cfg.monitor]}
     return metrics
@@ -486,6 +501,9 @@ def fit(
         scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16),
         amp=setup.amp,
         ema=ModelEma(inner, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        lookahead=(
+            Lookahead(inner, cfg.lookahead_k, cfg.lookahead_alpha) if cfg.lookahead_k > 0 else None
+        ),
     )
     compiled = torch.compile(inner) if cfg.compile else inner
     # 2. the run directory

@@ -74,6 +74,7 @@ class Checkpointer(Callback):
             "optimizer": state.optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "ema": ema.state_dict() if ema is not None else {},
+            "lookahead": r["lookahead"].state_dict() if r.get("lookahead") is not None else {},
             "plateau": {k: getattr(plateau, k) for k in ("best", "bad_epochs", "current")},
             "callbacks": {
                 type(cb).__name__: cb.state_dict() for cb in state.callbacks if cb.state_dict()
@@ -107,7 +108,7 @@ class EpochPrinter(Callback):
             shown = " ".join(
                 f"{n.removeprefix(split + '_')} {metrics[n]:.4f}" for n in names if n in metrics
             )
-            parts.append(f"{split} {shown}")
+            parts.append(f"{split} {shown or '(not evaluated this epoch)'}")
         print(
             f"epoch {metrics['epoch']}/{state.config.epochs}  {'  '.join(parts)}  "
             f"lr {metrics['lr']:.2e}  {metrics['epoch_s']:.1f}s "

@@ -17,7 +17,9 @@ from torch import nn
 
 from cnnlab._version import __version__
 from cnnlab.data import DatasetSplits, load_dataset, resize_dataset
+from cnnlab.data.loader import normalize_batch
 from cnnlab.errors import ConfigError, UnknownNameError
+from cnnlab.evaluate.tta import resolve_views
 from cnnlab.models import get_model, prefers_channels_last
 from cnnlab.models.pretrained import load_pretrained
 from cnnlab.runtime import resolve_device, seed_everything, set_threads
@@ -74,6 +76,17 @@ def validate_config(config: TrainConfig) -> None:
         raise ConfigError(f"accum_steps must be at least 1; got {config.accum_steps}")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1); got {config.ema_decay}")
+    if config.lookahead_k < 0 or not 0 < config.lookahead_alpha <= 1:
+        raise ConfigError(
+            f"lookahead_k must be >= 0 (0 = off) and lookahead_alpha in (0, 1]; got "
+            f"{config.lookahead_k}, {config.lookahead_alpha}"
+        )
+    if config.eval_every < 1:
+        raise ConfigError(
+            f"eval_every must be at least 1 (1 = every epoch); got {config.eval_every}"
+        )
+    if config.tta:
+        resolve_views(config.tta)  # an unknown view fails here, naming the valid ones
     if not 0 <= config.label_smoothing < 1:
         raise ConfigError(f"label_smoothing must be in [0, 1); got {config.label_smoothing}")
     if config.transfer.freeze not in FREEZE_STRATEGIES:
@@ -117,6 +130,11 @@ def resolve_task(config: TrainConfig, splits: DatasetSplits) -> tuple[Task, Trai
     if name not in list_tasks():
         raise UnknownNameError("task", config.task, [*list_tasks(), "auto", *TASK_ALIASES])
     task = get_task(name, config)
+    if config.tta and name != "classification":
+        raise ConfigError(
+            f"tta {config.tta!r} averages class probabilities, so it applies to classification "
+            f"only; drop --tta for this {name} run"
+        )
     task.check_data(splits)
     monitor = task.default_monitor if config.monitor == "auto" else config.monitor
     monitors = (*task.metric_names, *task.train_metric_names)
@@ -137,6 +155,23 @@ def build_model(config: TrainConfig, task: Task, train: Any) -> nn.Module:
             f"{min_size}x{min_size}; drop {', '.join(map(str, small))} or use a larger model input"
         )
     return model
+
+
+DATA_INIT_IMAGES = 10_000  # enough for a patch covariance; a fraction of a second to use
+
+
+def init_from_data(model: nn.Module, train: Any, mean: Any, std: Any) -> None:
+    """Let a model fit data-dependent layers (e.g. a whitening stem) to the training images.
+
+    A model opts in with an ``init_from_data(images)`` method; it gets up to
+    :data:`DATA_INIT_IMAGES` evenly spread training images, normalised as its inputs will be.
+    """
+    init = getattr(model, "init_from_data", None)
+    images = getattr(train, "images", None)
+    if init is None or images is None or not len(images):
+        return
+    pick = torch.linspace(0, len(images) - 1, min(len(images), DATA_INIT_IMAGES)).long()
+    init(normalize_batch(images[pick], mean, std))
 
 
 def setup_training(config: TrainConfig, splits: DatasetSplits | None = None) -> TrainingSetup:
@@ -162,6 +197,8 @@ def setup_training(config: TrainConfig, splits: DatasetSplits | None = None) -> 
     task, config = resolve_task(config, splits)
     train, test = splits.train, splits.test
     model = build_model(config, task, train)
+    mean, std = train.mean_std()
+    init_from_data(model, train, mean, std)
     report = None
     if config.transfer.pretrained:
         report = load_pretrained(model, config.transfer.pretrained, stem=config.transfer.stem)  # type: ignore[arg-type]
@@ -173,7 +210,6 @@ def setup_training(config: TrainConfig, splits: DatasetSplits | None = None) -> 
         model = model.to(memory_format=torch.channels_last)
     if info.enabled:
         seed_everything(config.seed + 1000 * info.rank)  # independent dropout/augmentation per rank
-    mean, std = train.mean_std()
     task.setup(train, device)
     generator = torch.Generator().manual_seed(config.seed * 7919 + info.rank)
     common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
