@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume", None)
     try:
         cfg, splits = fit_model_to_data(cfg, resume)
-        result = fit(cfg, splits=splits, resume=resume)
+        result = fit(cfg, splits=splits, resume=resume, defer_pictures=True)
     finally:
         cleanup_distributed()
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -212,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{scores}  after {m['epoch']} epoch(s), {m['elapsed_s']:.1f}s of training")
     else:
         print("training stopped before the first epoch finished", file=sys.stderr)
+    sys.stdout.flush()  # the metrics show now; the plots and the report take a few seconds
+    result.finish()
     print(f"run directory: {result.run_dir}")
     print(f"  weights   {result.run_dir / 'model.safetensors'}")
     plots = [p for p in ("curves.png", "confusion.png") if (result.run_dir / p).exists()]

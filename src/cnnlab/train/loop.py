@@ -88,6 +88,14 @@ class TrainResult:
     history: list[dict[str, Any]]
     metrics: dict[str, Any]
     config: TrainConfig
+    # the plots and report when fit(..., defer_pictures=True) left them for finish()
+    pending: Any = None
+
+    def finish(self) -> None:
+        """Write what ``fit(..., defer_pictures=True)`` left: the plots and ``report.html``."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
@@ -345,7 +353,11 @@ def _restore(state: TrainState, settings: StepSettings, setup: TrainingSetup) ->
 
 
 def _callbacks(
-    cfg: TrainConfig, user: Sequence[Callback], run_config: dict, setup: TrainingSetup
+    cfg: TrainConfig,
+    user: Sequence[Callback],
+    run_config: dict,
+    setup: TrainingSetup,
+    defer_pictures: bool = False,
 ) -> list[Callback]:
     """The user's callbacks, then those the config asks for, then the run-directory writers."""
     out = list(user)
@@ -358,7 +370,7 @@ def _callbacks(
         out.append(Checkpointer())
     if cfg.progress:
         out.append(EpochPrinter())
-    out.append(RunSummary(setup.test_loader, cfg.report))
+    out.append(RunSummary(setup.test_loader, cfg.report, defer_pictures))
     return out
 
 
@@ -479,12 +491,15 @@ def fit(
     splits: DatasetSplits | None = None,
     *,
     resume: str | Path | None = None,
+    defer_pictures: bool = False,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` for ``cfg.task`` and write the run directory.
 
     ``resume`` continues the run in that directory from its ``checkpoints/last`` (``cfg`` must be
     its config, see :func:`resume_config`; only ``epochs`` and logging options may differ). Under
-    ``torchrun`` every process calls ``fit``; rank 0 writes the files.
+    ``torchrun`` every process calls ``fit``; rank 0 writes the files. ``defer_pictures`` leaves
+    the plots and ``report.html`` to :meth:`TrainResult.finish`, so the caller can show the
+    final metrics first.
 
     Example::
 
@@ -509,7 +524,7 @@ def fit(
     # 2. the run directory
     run_dir, run_config = _open_run_dir(setup, resume)
     state = _new_state(setup, settings, compiled, run_dir)
-    state.callbacks = _callbacks(cfg, callbacks, run_config, setup)
+    state.callbacks = _callbacks(cfg, callbacks, run_config, setup, defer_pictures)
     # 3. restore
     if resume is not None:
         _restore(state, settings, setup)
@@ -550,4 +565,5 @@ def fit(
             cb.on_train_end(state)
     barrier()
     final = state.history[-1] if state.history else {}
-    return TrainResult(run_dir, state.eval_model, state.history, final, cfg)
+    pending = next((cb.pending for cb in state.callbacks if isinstance(cb, RunSummary)), None)
+    return TrainResult(run_dir, state.eval_model, state.history, final, cfg, pending)

@@ -12,8 +12,6 @@ import sys
 from typing import Any
 
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.report import write_report
-from cnnlab.evaluate.run_plots import write_run_plots
 from cnnlab.run import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -121,8 +119,12 @@ class RunSummary(Callback):
     """At the end: ``summary.json`` for every ending (also a divergence or Ctrl-C), and the plots and
     ``report.html`` for a run that finished its epochs or stopped early."""
 
-    def __init__(self, test_loader: Any, report: bool):
+    def __init__(self, test_loader: Any, report: bool, defer_pictures: bool = False):
         self.test_loader, self.report = test_loader, report
+        # deferred: fit returns first and TrainResult.finish() draws them, so a CLI can print the
+        # final metrics before the seconds the plots and report take
+        self.defer_pictures = defer_pictures
+        self.pending: Any = None
 
     def on_train_end(self, state: TrainState) -> None:
         if not state.is_main:
@@ -135,7 +137,10 @@ class RunSummary(Callback):
             return
         if state.status not in ("completed", "stopped") or not state.history:
             return
-        self._write_pictures(state)
+        if self.defer_pictures:
+            self.pending = lambda: self._write_pictures(state)
+        else:
+            self._write_pictures(state)
 
     def _write_summary(self, state: TrainState, final: dict[str, Any]) -> None:
         save_json(
@@ -158,6 +163,11 @@ class RunSummary(Callback):
         )
 
     def _write_pictures(self, state: TrainState) -> None:
+        # imported here: matplotlib and the report cost seconds of start-up a run need not pay
+        # before its first step
+        from cnnlab.evaluate.report import write_report
+        from cnnlab.evaluate.run_plots import write_run_plots
+
         # a task may leave files of its last evaluation (detection: the COCO results file)
         write_artifacts = getattr(state.task, "write_artifacts", None)
         if write_artifacts is not None:
