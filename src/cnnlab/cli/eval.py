@@ -7,8 +7,10 @@ import argparse
 NAME = "eval"
 HELP = (
     "evaluate a run on test data: accuracy, top-5, per-class precision/recall/F1, confusion matrix, "
-    "calibration, TTA, latency, ensembles"
+    "calibration, TTA, latency, ensembles; detection runs: COCO mAP, AP50, AP75, per-class AP; "
+    "segmentation runs: mIoU, pixel accuracy, Dice, per-class IoU"
 )
+DENSE_TASKS = ("detection", "segmentation")
 EXAMPLE = "cnnlab eval --run runs/simplecnn-digits --tta flip --calibrate"
 
 
@@ -125,9 +127,83 @@ def _run_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_dense(ev) -> str:
+    """A dense evaluation as text: the headline metrics, then the per-class table."""
+    m, n = ev.metrics, ev.num_images
+    if ev.task == "detection":
+        s = ev.details.stats
+        lines = [
+            f"mAP@[.5:.95] {m['test_map']:.4f}  AP50 {m['test_map50']:.4f}  AP75 "
+            f"{m['test_map75']:.4f}  AR@100 {m['test_ar100']:.4f}  ({n} test images, pycocotools)",
+            f"AP small {_ap(s['map_small'])}  medium {_ap(s['map_medium'])}  large "
+            f"{_ap(s['map_large'])}  (- = no object of that size)",
+            f"{'class':<16} {'AP@[.5:.95]':>11} {'AP50':>8}",
+        ]
+        for c, v in ev.per_class.items():
+            lines.append(f"{c[:16]:<16} {_ap(v['ap']):>11} {_ap(v['ap50']):>8}")
+        return "\n".join(lines)
+    lines = [
+        f"mIoU {m['test_miou']:.4f}  pixel accuracy {m['test_pixel_acc']:.4f}  mean Dice "
+        f"{m['test_dice']:.4f}  ({n} test images)",
+        f"{'class':<16} {'IoU':>8} {'Dice':>8} {'pixels':>9}",
+    ]
+    for c, v in ev.per_class.items():
+        lines.append(f"{c[:16]:<16} {_ap(v['iou']):>8} {_ap(v['dice']):>8} {v['pixels']:>9d}")
+    return "\n".join(lines)
+
+
+def _ap(v: float) -> str:
+    """A score, or ``-`` for COCO's -1 / NaN ("nothing to score")."""
+    return "-" if v is None or v != v or v < 0 else f"{v:.4f}"
+
+
+def _run_dense(args: argparse.Namespace, task: str) -> int:
+    from cnnlab.errors import ConfigError
+    from cnnlab.evaluate.dense_report import evaluate_dense_run
+    from cnnlab.evaluate.run_eval import measure_latency
+    from cnnlab.run import load_model_from_run
+    from cnnlab.runtime import resolve_device
+
+    given = [
+        flag
+        for flag, on in (
+            ("--ensemble", bool(args.ensemble)),
+            ("--tta", args.tta != "none"),
+            ("--calibrate", args.calibrate),
+        )
+        if on
+    ]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for classification runs only; this is a {task} run")
+    ev = evaluate_dense_run(
+        args.run,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        batch_size=min(args.batch_size, 64),
+        write=not args.no_plots,
+    )
+    print(format_dense(ev))
+    if not args.no_latency:
+        model, cfg = load_model_from_run(args.run)
+        lat = measure_latency(model, cfg["input_size"], resolve_device(args.device), 16, 1.0)
+        print(
+            f"latency: {lat['ms_per_image_batch1']:.2f} ms/image at batch 1 (median; p90 "
+            f"{lat['p90_ms_batch1']:.2f} ms, forward pass without post-processing), "
+            f"{lat['images_per_s']:.0f} images/s at batch {lat['batch_size']} ({lat['device']})"
+        )
+    for path in ev.files:
+        print(f"{path.stem}: {path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from cnnlab.evaluate.run_eval import evaluate_run
+    from cnnlab.run import read_run_config
 
+    task = read_run_config(args.run).get("task", "classification")
+    if task in DENSE_TASKS:
+        return _run_dense(args, task)
     if args.ensemble:
         return _run_ensemble(args)
     res = evaluate_run(

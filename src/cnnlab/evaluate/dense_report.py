@@ -20,7 +20,7 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,10 @@ from torch import nn
 from cnnlab.data import load_dataset
 from cnnlab.data.dense import DenseDataset, DenseLoader
 from cnnlab.deploy.dense_predict import draw_boxes, overlay_mask
-from cnnlab.errors import RunError
-from cnnlab.run import load_model_from_run
+from cnnlab.errors import DataError, RunError
+from cnnlab.run import MODEL_FILE, load_model_from_run
+from cnnlab.run.load import data_classes
+from cnnlab.runtime import resolve_device
 from cnnlab.tasks.base import get_task
 from cnnlab.tasks.detection import Detection, DetectionMetrics, ImageRecord
 from cnnlab.tasks.segmentation import Segmentation, SegmentationMetrics, seg_logits
@@ -274,27 +276,69 @@ def per_image_miou(truth: np.ndarray, pred: np.ndarray, ignore: int = 255) -> fl
 
 @dataclass
 class DenseEvaluation:
-    """What :func:`evaluate_dense_run` found: metrics (``test_*``), report sections, files."""
+    """What :func:`evaluate_dense_run` found: the task, metrics (``test_*``), per-class scores
+    (``{class: {"ap": …, "ap50": …}}`` or ``{class: {"iou": …, "dice": …, "pixels": …}}``), the
+    task's full metrics object, report sections and the files written."""
 
+    task: str
     metrics: dict[str, float]
     sections: list[Section]
     files: list[Path]
+    classes: list[str] = field(default_factory=list)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: DetectionMetrics | SegmentationMetrics | None = None
+    num_images: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for ``eval.json``: task, images, metrics and per-class scores."""
+        out: dict[str, Any] = {
+            "task": self.task,
+            "samples": self.num_images,
+            "metrics": self.metrics,
+            "per_class": self.per_class,
+        }
+        if isinstance(self.details, DetectionMetrics):
+            out["coco_stats"] = self.details.stats
+        return out
 
 
-def _run_dataset(cfg: dict[str, Any]) -> DenseDataset:
+def _run_dataset(
+    cfg: dict[str, Any], data: str | None = None, data_dir: str | None = None
+) -> DenseDataset:
     tc = cfg.get("train_config", {})
     d = tc.get("data", {})
-    name = d.get("name") or cfg.get("dataset", {}).get("name")
+    name = data or d.get("name") or cfg.get("dataset", {}).get("name")
+    if not name:
+        raise DataError("the run does not record its data source; pass --data")
+    if data_dir is None and (data is None or data == d.get("name")):
+        data_dir = d.get("data_dir")
     splits = load_dataset(
         name,
-        data_dir=d.get("data_dir"),
+        data_dir=data_dir,
         image_size=d.get("image_size") or cfg["input_size"][1],
         val_fraction=d.get("val_fraction", 0.2),
         seed=tc.get("seed", 0),
     )
     test = splits.test
     if not isinstance(test, DenseDataset):
-        raise RunError(f"the run's data '{name}' is not a detection/segmentation dataset")
+        raise DataError(
+            f"'{name}' is a classification dataset; a {cfg.get('task')} run is evaluated on "
+            "detection/segmentation data (digits-scenes, fashion-scenes, coco, yolo, masks)"
+        )
+    want = data_classes(cfg)
+    if list(test.classes) != want:
+        missing = sorted(set(want) - set(test.classes))
+        extra = sorted(set(test.classes) - set(want))
+        raise DataError(
+            f"the data's classes differ from the run's: missing {missing or 'none'}, "
+            f"unexpected {extra or 'none'}"
+            + ("" if missing or extra else " (same names, different order)")
+        )
+    if test.image_shape[0] != cfg["input_size"][0]:
+        raise DataError(
+            f"the data has {test.image_shape[0]} channel(s) but the run's model expects "
+            f"{cfg['input_size'][0]}"
+        )
     if tuple(test.image_shape) != tuple(cfg["input_size"]):
         test = test.resized(int(cfg["input_size"][1]))
     return test
@@ -308,49 +352,100 @@ def _predict_masks(model: nn.Module, loader: DenseLoader) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def _rounded(v: float) -> float:
+    return round(float(v), 6) if np.isfinite(v) else float("nan")
+
+
 def evaluate_dense_run(
     run_dir: str | Path,
     *,
     device: str = "cpu",
     batch_size: int = 64,
     dataset: DenseDataset | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
     write: bool = True,
+    weights: str = MODEL_FILE,
+    samples: int | None = None,
 ) -> DenseEvaluation:
-    """Score a detection or segmentation run on its test split; see the module docstring."""
+    """Score a detection or segmentation run on its test split; see the module docstring.
+
+    ``data``/``data_dir`` evaluate on another dense source with the same classes (resized to the
+    model's input); ``write`` puts ``eval.json`` and the task's files in the run directory;
+    ``weights`` is the weights file inside the run (a checkpoint's, for the best epoch).
+
+    Example::
+
+        ev = evaluate_dense_run("runs/yolo_tiny-digits-scenes")
+        ev.metrics["test_map"], ev.per_class["3"]["ap50"]
+    """
     run_dir = Path(run_dir)
-    model, cfg = load_model_from_run(run_dir)
+    model, cfg = load_model_from_run(run_dir, weights)
     task_name = cfg.get("task")
     if task_name not in ("detection", "segmentation"):
         raise RunError(f"{run_dir} is a {task_name} run, not a detection/segmentation one")
-    test = dataset if dataset is not None else _run_dataset(cfg)
-    dev = torch.device(device)
+    test = dataset if dataset is not None else _run_dataset(cfg, data, data_dir)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     task = get_task(task_name)
     task.setup(test, dev)
     loader = task.make_loader(test, batch_size, mean=cfg["mean"], std=cfg["std"], device=dev)
     metrics = task.evaluate(model, loader)
     files: list[Path] = []
+    details: DetectionMetrics | SegmentationMetrics
+    n = len(test) if samples is None else samples
     if isinstance(task, Detection):
         assert task.last_metrics is not None
-        sections = detection_sections(
-            task.last_metrics, task.last_records, test, list(test.classes)
-        )
+        details = task.last_metrics
+        classes = list(test.classes)
+        sections = detection_sections(details, task.last_records, test, classes, min(n, 8))
+        per_class = {
+            c: {
+                "ap": _rounded(details.per_class_ap[c]),
+                "ap50": _rounded(details.per_class_ap50[c]),
+            }
+            for c in classes
+        }
         if write:
             files = task.write_artifacts(run_dir)
     else:
         assert isinstance(task, Segmentation) and task.last_metrics is not None
+        details = task.last_metrics
         preds = _predict_masks(model, loader)
         classes = Segmentation.class_names(test)
-        sections = segmentation_sections(task.last_metrics, classes, test, preds)
+        sections = segmentation_sections(details, classes, test, preds, min(n, 6))
+        per_class = {
+            c: {
+                "iou": _rounded(details.iou[k]),
+                "dice": _rounded(details.dice[k]),
+                "pixels": int(details.confusion[k].sum()),
+            }
+            for k, c in enumerate(classes)
+        }
         if write:
             path = run_dir / "seg_confusion.csv"
-            cm = task.last_metrics.confusion.tolist()
+            cm = details.confusion.tolist()
             path.write_text(
                 "true\\pred," + ",".join(classes) + "\n"
                 + "".join(f"{c}," + ",".join(map(str, row)) + "\n" for c, row in zip(classes, cm))
             )  # fmt: skip
             files = [path]
+    ev = DenseEvaluation(
+        task_name, metrics, sections, files, classes, per_class, details, len(test)
+    )
     if write:
-        (run_dir / "dense_eval.json").write_text(json.dumps(metrics, indent=1))
-        files.append(run_dir / "dense_eval.json")
-    return DenseEvaluation(metrics, sections, files)
+        path = run_dir / "eval.json"
+        path.write_text(json.dumps(_json_safe(ev.summary()), indent=1))
+        files.append(path)
+    return ev
+
+
+def _json_safe(v: Any) -> Any:
+    """NaN (a class that never occurs) as ``null``: strict JSON has no NaN."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v

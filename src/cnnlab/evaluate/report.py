@@ -31,7 +31,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cnnlab.data import normalize_batch
-from cnnlab.errors import RunError, UnknownNameError
+from cnnlab.errors import ConfigError, RunError, UnknownNameError
+from cnnlab.evaluate.dense_report import DenseEvaluation, evaluate_dense_run
 from cnnlab.evaluate.explain import explain, overlay
 from cnnlab.evaluate.metrics import top_losses
 from cnnlab.evaluate.plots import plot_curves, plot_curves_compare, plot_explanations, run_markers
@@ -46,10 +47,12 @@ from cnnlab.run import (
     atomic_write_bytes,
     list_checkpoints,
     load_model_from_run,
+    read_run_config,
 )
 from cnnlab.runtime import resolve_device
 
 REPORT_FILE = "report.html"
+DENSE_TASKS = ("detection", "segmentation")
 SECTIONS = (
     ("summary", "Summary"),
     ("data", "Data"),
@@ -564,6 +567,10 @@ def write_report(
         weights_file = f"{best['checkpoint']}/{MODEL_FILE}"
         pictures = run_dir / "report-best"
         pictures.mkdir(exist_ok=True)
+    if read_run_config(run_dir).get("task", "classification") in DENSE_TASKS:
+        return _write_dense_report(
+            run_dir, quick, data, data_dir, device, out, weights, weights_file, pictures
+        )
     stages = ["evaluating the test split", "latency", "curves", "explanations", "pictures", "page"]
     bar = tqdm(
         total=len(stages),
@@ -661,6 +668,132 @@ def write_report(
     return path
 
 
+def _dense_kpis(ev: DenseEvaluation) -> list[tuple[str, str]]:
+    m = ev.metrics
+    if ev.task == "detection":
+        return [
+            ("mAP@[.5:.95]", f"{m['test_map']:.4f}"),
+            ("AP50", f"{m['test_map50']:.4f}"),
+            ("AP75", f"{m['test_map75']:.4f}"),
+            ("AR@100", f"{m['test_ar100']:.4f}"),
+            ("test images", f"{ev.num_images:,}"),
+        ]
+    return [
+        ("mIoU", f"{m['test_miou']:.4f}"),
+        ("pixel accuracy", f"{m['test_pixel_acc']:.2%}"),
+        ("mean Dice", f"{m['test_dice']:.4f}"),
+        ("test images", f"{ev.num_images:,}"),
+    ]
+
+
+def _dense_data_section(ev: DenseEvaluation, cfg: dict[str, Any], run_dir: Path) -> str:
+    """Classes, images per split, objects per class and skipped files of a dense run."""
+    ds = cfg.get("dataset", {}) or {}
+    tc = cfg.get("train_config", {}).get("data", {})
+    skipped = run_dir / SKIPPED_FILE
+    n_skipped = (
+        sum(1 for ln in skipped.read_text(errors="replace").splitlines() if ln.strip())
+        if skipped.exists()
+        else 0
+    )
+    rows = [
+        ("source", tc.get("name") or ds.get("name", "?")),
+        ("task", ev.task),
+        ("classes", f"{len(cfg['classes'])}"),
+        ("training images", f"{ds['train_size']:,}" if ds.get("train_size") else "–"),
+        ("test images", f"{ev.num_images:,}"),
+        ("image size (C, H, W)", "x".join(map(str, cfg["input_size"]))),
+        ("skipped files", f"{n_skipped} (listed in {SKIPPED_FILE})" if n_skipped else "none"),
+    ]
+    if tc.get("augment"):
+        rows.append(("training augmentation", tc["augment"]))
+    body = "<table><tbody>" + "".join(
+        f"<tr><th>{_e(k)}</th><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in rows
+    ) + "</tbody></table>"  # fmt: skip
+    counts = ds.get("class_counts") or []
+    objects = [c for c in cfg["classes"] if c != "background" or ev.task == "detection"]
+    per_class = [[c, int(counts[i]) if i < len(counts) else None] for i, c in enumerate(objects)]
+    return body + "<h3>training objects per class</h3>" + _table(["class", "train"], per_class)
+
+
+# Long by design: like write_report, the dense page's sections in reading order.
+def _write_dense_report(
+    run_dir: Path,
+    quick: bool,
+    data: str | None,
+    data_dir: str | None,
+    device: str,
+    out: str | Path | None,
+    weights: str,
+    weights_file: str,
+    pictures: Path,
+) -> Path:
+    """``report.html`` of a detection or segmentation run: the task's metrics and pictures
+    (:func:`cnnlab.evaluate.dense_report.evaluate_dense_run`) with the shared summary, data,
+    curves, model card and config sections."""
+    t0 = time.perf_counter()
+    ev = evaluate_dense_run(
+        run_dir,
+        device=device,
+        data=data,
+        data_dir=data_dir,
+        write=weights == "final",
+        weights=weights_file,
+        samples=4 if quick else None,
+    )
+    model, cfg = load_model_from_run(run_dir, weights_file)
+    dev = resolve_device(device)
+    latency = measure_latency(
+        model.to(dev), cfg["input_size"], dev, batch_size=16, budget_s=0.3 if quick else 2.0
+    )
+    curves = None
+    if (run_dir / METRICS_FILE).exists():
+        markers = run_markers(cfg.get("train_config", {}))
+        curves = _guard_path(
+            lambda: plot_curves(run_dir / METRICS_FILE, pictures / "curves.png", markers)
+        )
+    tc = cfg.get("train_config", {})
+    m = cfg.get("metrics", {})
+    lines = [
+        f"{_e(ev.task)} model <b>{_e(cfg['model']['name'])}</b> trained on "
+        f"<b>{_e(tc.get('data', {}).get('name', cfg.get('dataset', {}).get('name', '?')))}</b>",
+        f"{_e(m.get('epoch', '?'))} epoch(s)",
+        f"{latency['ms_per_image_batch1']:.2f} ms per image ({_e(latency['device'])}, forward "
+        "pass)",
+    ]
+    summary = _weights_note(run_dir, cfg, weights) + _kpis(_dense_kpis(ev))
+    summary += f"<p>{', '.join(lines)}.</p>"
+    shown = {k: v for k, v in cfg.items() if k != "train_config"}
+    sections = [
+        ("summary", "Summary", summary),
+        ("data", "Data", _guard(lambda: _dense_data_section(ev, cfg, run_dir), "data summary")),
+        ("curves", "Training curves", _curves_note(cfg) + _img(curves, "training curves")),
+        *ev.sections,
+        ("model-card", "Model card", _model_card(model, cfg, run_dir, latency, quick)),
+        (
+            "config",
+            "Resolved config",
+            "<h3>training config</h3><pre>"
+            + _e(json.dumps(tc, indent=2, default=str))
+            + "</pre><details><summary>config.json (model, preprocessing, metrics)</summary><pre>"
+            + _e(json.dumps(shown, indent=2, default=str))
+            + "</pre></details>",
+        ),
+    ]
+    which = " · best epoch's weights" if weights == "best" else ""
+    page = _page(
+        f"cnnlab report: {run_dir.name}",
+        f"{cfg['model']['name']} · {ev.task} · {len(ev.classes)} classes · {ev.num_images} "
+        f"test images{which} · generated {time.strftime('%Y-%m-%d %H:%M:%S')} in "
+        f"{time.perf_counter() - t0:.1f} s" + (f" · {QUICK_NOTE}" if quick else ""),
+        sections,
+    )
+    default = run_dir / (BEST_REPORT_FILE if weights == "best" else REPORT_FILE)
+    path = Path(out) if out is not None else default
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
+
+
 def _curves_note(cfg: dict[str, Any]) -> str:
     markers = run_markers(cfg.get("train_config", {}))
     if not markers:
@@ -692,6 +825,13 @@ def write_comparison(
     import tempfile
 
     dirs = [Path(r) for r in run_dirs]
+    for d in dirs:
+        task = read_run_config(d).get("task", "classification")
+        if task in DENSE_TASKS:
+            raise ConfigError(
+                f"{d} is a {task} run; comparison pages compare classification runs (each dense "
+                "run has its own report: cnnlab report RUN)"
+            )
     names = _unique_names(dirs)
     dev = resolve_device(device)
     rows, results = [], []

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnlab.data import DatasetSplits, load_dataset, resize_dataset
+from cnnlab.data.dense import DenseDataset
 from cnnlab.errors import CnnlabError, DataError, RunError, UnknownNameError
 from cnnlab.models import get_model
 from cnnlab.run.checkpoint import list_checkpoints, load_checkpoint
@@ -159,11 +160,22 @@ def load_run_splits(run_config: dict[str, Any]) -> DatasetSplits | None:
         )
     except (DataError, UnknownNameError, OSError):
         return None
-    test, classes, shape = splits.test, run_config["classes"], tuple(run_config["input_size"])
-    if test.classes != classes or test.image_shape[0] != shape[0]:
+    test, shape = splits.test, tuple(run_config["input_size"])
+    if test.classes != data_classes(run_config) or test.image_shape[0] != shape[0]:
         return None
     if test.image_shape != shape:
+        if isinstance(test, DenseDataset):  # boxes and masks move with the pixels
+            return DatasetSplits(splits.train.resized(size), test.resized(size))  # type: ignore[attr-defined]
         splits = DatasetSplits(
             resize_dataset(splits.train, size), resize_dataset(splits.test, size)
         )
     return splits
+
+
+def data_classes(run_config: dict[str, Any]) -> list[str]:
+    """The class names the run's dataset lists: a segmentation run's ``classes`` are the model's
+    output channels, ``background`` first, which the dataset does not name."""
+    classes = list(run_config["classes"])
+    if run_config.get("task") == "segmentation" and classes[:1] == ["background"]:
+        return classes[1:]
+    return classes
