@@ -62,6 +62,8 @@ def _print_report(report, as_json: bool) -> None:
         )
     for r in report.rows:
         print(f"{r['format']}: compared on {r['samples']}")
+        if r.get("decoded"):
+            print(f"  check on the decoded outputs: {r['check']}; 'top-1 agree' is its agreement")
     print("latency: batch 1, after a warm-up until the timing is stable (median and p90)")
     if report.folded_bn:
         print(f"folded {report.folded_bn} BatchNorm layers into convolutions")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 
 from cnnlab.deploy.metrics import Metrics
-from cnnlab.deploy.predictor import Predictor
+from cnnlab.deploy.predictor import AnyPredictor
 from cnnlab.deploy.uploads import QueueFullError
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: AnyPredictor,
         metrics: Metrics,
         max_batch: int,
         max_wait_ms: float,
@@ -59,7 +59,9 @@ class MicroBatcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """Probabilities (len(images), K); all of a request's images are queued or none is."""
+        """The predictor's :meth:`batch_outputs` for ``images``, stacked: probabilities
+        (len(images), K) for a classifier, raw box predictions or logits for a dense model. All
+        of a request's images are queued or none is."""
         if self.queue.maxsize - self.queue.qsize() < len(images):
             raise QueueFullError()
         loop = asyncio.get_running_loop()
@@ -108,7 +110,7 @@ class MicroBatcher:
             batch = torch.stack([im for im, _ in live])
             try:
                 probs = await loop.run_in_executor(
-                    self.executor, self.predictor.predict_proba, batch
+                    self.executor, self.predictor.batch_outputs, batch
                 )
             except Exception as exc:  # noqa: BLE001 - a failed batch must not kill the worker
                 for _, f in live:

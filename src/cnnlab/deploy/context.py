@@ -10,7 +10,7 @@ from typing import Any
 from cnnlab.deploy.batcher import MicroBatcher
 from cnnlab.deploy.limits import ServeConfig
 from cnnlab.deploy.metrics import Metrics
-from cnnlab.deploy.predictor import Predictor
+from cnnlab.deploy.predictor import AnyPredictor
 from cnnlab.deploy.uploads import Preprocessor
 
 # Set when the server process got SIGTERM/SIGINT: readiness turns 503 while in-flight requests
@@ -22,7 +22,7 @@ DRAINING = threading.Event()
 class ServiceContext:
     """The service's state; ``batcher`` and ``preprocessor`` exist while the app is running."""
 
-    predictor: Predictor
+    predictor: AnyPredictor
     cfg: ServeConfig
     metrics: Metrics
     model_hash: str = ""
@@ -45,8 +45,15 @@ class ServiceContext:
         model = p.config.get("model", {})
         metrics = p.config.get("metrics") or {}
         test_acc = metrics.get("test_acc") if isinstance(metrics, dict) else None
+        task = getattr(p, "task", "classification")
         return {
             "name": self.cfg.model_name,
+            "task": task,
+            "test_metrics": (
+                {k: v for k, v in metrics.items() if k.startswith("test_")}
+                if isinstance(metrics, dict)
+                else None
+            ),
             "architecture": model.get("name") if isinstance(model, dict) else model,
             "classes": p.classes,
             "input_size": list(p.input_size),
@@ -58,6 +65,6 @@ class ServiceContext:
             "backend": p.backend_name,
             "temperature": p.temperature,
             "model_hash": self.model_hash,
-            "gradcam": p.model is not None,
+            "gradcam": p.model is not None and task == "classification",
             "limits": self.cfg.public_limits(),
         }

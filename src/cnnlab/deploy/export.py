@@ -8,6 +8,11 @@ Every export is followed by a parity check against PyTorch on real samples (the 
 images when they can be loaded, random ones otherwise): the largest absolute logit difference and
 the top-1 agreement. Exporters that silently change outputs are the common failure this catches.
 
+Detection and segmentation models export their raw heads; the check then also compares what a user
+gets after the documented post-processing (:meth:`DensePredictor.postprocess` run on the ONNX
+Runtime outputs and on the eager ones): the same boxes after NMS (matched by class, IoU >= 0.99,
+scores within ``atol``) or the same mask argmax on every pixel, reported as the agreement.
+
 The file format itself (writing and reading the metadata) is :mod:`cnnlab.deploy.formats`.
 ONNX uses PyTorch's TorchScript-based exporter: it is offline, fast, and folds BatchNorm and
 constants with bit-for-bit parity on the zoo (the dynamo exporter is several times slower to run
@@ -22,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cnnlab.data import normalize_batch
 from cnnlab.deploy.backends import OnnxBackend, TorchBackend
+from cnnlab.deploy.dense_predict import DENSE_TASKS, BoxPrediction, DensePredictor
 from cnnlab.deploy.fold_bn import fold_batchnorm
 from cnnlab.deploy.formats import (
     _Unwrap,
@@ -59,6 +66,7 @@ __all__ = [
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 DEFAULT_ATOL = 1e-4
+PARITY_CONF = 0.05
 
 
 @dataclass(frozen=True)
@@ -70,10 +78,84 @@ class Parity:
     n: int
     atol: float
     source: str
+    decoded: str = ""  # "detection"/"segmentation": agreement is of the post-processed outputs
+    boxes: int = 0  # detection: the reference boxes compared
 
     @property
     def passed(self) -> bool:
+        """Logits within ``atol`` and the same top-1 everywhere; for a dense model, the same
+        decoded boxes / mask on every sample (raw heads may differ by float noise that changes
+        no box and no pixel, so the raw difference is reported, not required)."""
+        if self.decoded:
+            return self.top1_agreement == 1.0
         return self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
+
+
+def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else float(a == b)
+
+
+def same_detections(
+    reference: list[BoxPrediction], other: list[BoxPrediction], atol: float = 1e-3
+) -> bool:
+    """Whether two images' detections are the same boxes: as many, each matched in order of
+    score to an unused one of the same class with IoU >= 0.99 and a score within ``atol``
+    (NMS on near-equal scores may order ties differently, so order alone is not compared)."""
+    if len(reference) != len(other):
+        return False
+    used = [False] * len(other)
+    for r in reference:
+        hit = next(
+            (
+                j
+                for j, o in enumerate(other)
+                if not used[j]
+                and o.label == r.label
+                and abs(o.score - r.score) <= atol
+                and _box_iou(r.box, o.box) >= 0.99
+            ),
+            None,
+        )
+        if hit is None:
+            return False
+        used[hit] = True
+    return True
+
+
+def compare_decoded(
+    predictor: DensePredictor,
+    reference: torch.Tensor,
+    other: torch.Tensor,
+    atol: float = DEFAULT_ATOL,
+    source: str = "",
+) -> Parity:
+    """Parity of two raw dense outputs after :meth:`DensePredictor.postprocess`: the largest raw
+    difference, and the share of images with the same boxes (:func:`same_detections`) or the
+    share of pixels with the same mask class; passed only when it is 1.0."""
+    ref, oth = reference.float(), torch.as_tensor(other).float()
+    diff = float((ref - oth).abs().max()) if ref.numel() else 0.0
+    sizes = [tuple(predictor.input_size[1:])] * len(ref)
+    conf = predictor.conf_thresh
+    # below the deployed threshold too, so a barely trained detector still has boxes to compare
+    predictor.conf_thresh = min(conf, PARITY_CONF)
+    try:
+        a, b = predictor.postprocess(ref, sizes), predictor.postprocess(oth, sizes)
+    finally:
+        predictor.conf_thresh = conf
+    boxes = 0
+    if predictor.task == "detection":
+        score_tol = max(atol * 10, 1e-4)  # a sigmoid product: a logit diff of atol moves it less
+        same = [same_detections(x, y, score_tol) for x, y in zip(a, b)]  # type: ignore[arg-type]
+        agree = sum(same) / len(same) if same else 1.0
+        boxes = sum(len(x) for x in a)  # type: ignore[arg-type]
+    else:
+        pixels = sum(np.asarray(x).size for x in a)
+        equal = sum(int((np.asarray(x) == np.asarray(y)).sum()) for x, y in zip(a, b))
+        agree = equal / pixels if pixels else 1.0
+    return Parity(diff, agree, len(ref), atol, source, decoded=predictor.task, boxes=boxes)
 
 
 def compare_logits(
@@ -139,6 +221,11 @@ def export_run(
         raise ConfigError("--int8 needs --format onnx (int8 runs on ONNX Runtime)")
     run_dir = Path(run_dir)
     model, cfg = load_model_from_run(run_dir)
+    task = cfg.get("task", "classification")
+    if int8 and task in DENSE_TASKS:
+        raise ConfigError(
+            f"--int8 is calibrated and scored for classification; export the {task} run in fp32"
+        )
     input_size = tuple(cfg["input_size"])
     meta = run_metadata(run_dir, cfg)
     out = Path(output) if output else run_dir / f"model{SUFFIXES[fmt]}"
@@ -172,7 +259,11 @@ def export_run(
             warnings.simplefilter("ignore", FutureWarning)
             backend = TorchBackend(torch.jit.load(str(out), map_location="cpu"), "torch")
     export_s = time.perf_counter() - t0
-    parity = compare_logits(reference, backend(x_test), atol, source)
+    if task in DENSE_TASKS:
+        predictor = DensePredictor(model, cfg)
+        parity = compare_decoded(predictor, reference, backend(x_test), atol, source)
+    else:
+        parity = compare_logits(reference, backend(x_test), atol, source)
     one = x_test[:1]
     lat, torch_lat = _latency(backend, one), _latency(TorchBackend(model), one)
     report.rows.append(
@@ -185,6 +276,12 @@ def export_run(
             "torch_latency_ms": torch_lat.median_ms,
             "max_abs_diff": parity.max_abs_diff,
             "top1_agreement": parity.top1_agreement,
+            "decoded": parity.decoded,
+            "check": {
+                "detection": f"same boxes after NMS at score >= {PARITY_CONF:g} (class, IoU >= "
+                f"0.99, score; {parity.boxes} boxes)",
+                "segmentation": "same mask argmax per pixel",
+            }.get(parity.decoded, "logits within atol, same top-1"),
             "passed": parity.passed,
             "samples": source,
             "export_s": export_s,
@@ -212,6 +309,12 @@ def export_run(
         )
     if not report.passed:
         bad = [r for r in report.rows if not r["passed"]][0]
+        if task in DENSE_TASKS:
+            raise ExportCheckError(
+                f"export check failed for {bad['file']}: {bad['check']} on "
+                f"{bad['top1_agreement']:.2%} (max raw |diff| {bad['max_abs_diff']:.2e})",
+                report,
+            )
         raise ExportCheckError(
             f"export check failed for {bad['file']}: max |diff| {bad['max_abs_diff']:.2e} "
             f"(allowed {atol:.0e}), top-1 agreement {bad['top1_agreement']:.2%}"

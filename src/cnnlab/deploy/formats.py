@@ -1,7 +1,7 @@
 """Exported model files: ONNX and TorchScript with cnnlab's metadata inside, written and read back.
 
 The exported file carries everything a consumer needs (class names, input size, mean, std, model
-name and weights hash) as JSON under the key ``cnnlab`` (ONNX ``metadata_props``; TorchScript
+name and weights hash; for detection and segmentation the task and its post-processing) as JSON under the key ``cnnlab`` (ONNX ``metadata_props``; TorchScript
 ``_extra_files['cnnlab.json']``), so ``cnnlab.load("model.onnx")`` needs no run directory. The
 parity-checked export of a whole run is :mod:`cnnlab.deploy.export`; this module is only the file
 format, so the backends can build an ONNX model without depending on the export workflow.
@@ -62,6 +62,14 @@ def run_metadata(run_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
         "weights_sha256": file_sha256(weights) if weights.exists() else None,
         "source_run": str(run_dir),
     }
+    task = cfg.get("task", "classification")
+    if task != "classification":
+        # how a consumer turns the raw outputs into boxes or a mask (DensePredictor.postprocess)
+        meta["task"] = task
+        if cfg.get("postprocess"):
+            meta["postprocess"] = cfg["postprocess"]
+        if "ignore_index" in cfg:
+            meta["ignore_index"] = cfg["ignore_index"]
     temp = (cfg.get("calibration") or {}).get("temperature")
     if temp:
         meta["calibration"] = {"temperature": float(temp)}

@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from cnnlab.deploy.context import DRAINING
 from cnnlab.deploy.export import file_sha256
 from cnnlab.deploy.limits import ServeConfig
-from cnnlab.deploy.predictor import Predictor, load
+from cnnlab.deploy.predictor import AnyPredictor, load
 from cnnlab.deploy.service import create_app
 from cnnlab.errors import RunError
 
@@ -45,7 +45,7 @@ class ModelSource:
     backend: str = "auto"
     threads: int | None = None
 
-    def load(self) -> tuple[Predictor, str]:
+    def load(self) -> tuple[AnyPredictor, str]:
         """The predictor and the SHA-256 of its weights file."""
         p = Path(self.path)
         if p.is_file():
@@ -65,7 +65,7 @@ class ModelSource:
         return name.replace("/", "_")
 
 
-def check_predictor(predictor: Predictor) -> None:
+def check_predictor(predictor: AnyPredictor) -> None:
     """Refuse at start-up, in one line, a model whose outputs contradict its class list."""
     predictor.check_outputs()
 
@@ -182,7 +182,7 @@ def worker_app():
 
 
 def serve(
-    predictor: Predictor | None = None,
+    predictor: AnyPredictor | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,

@@ -13,6 +13,13 @@ these routes, beside cnnlab's own ``/predict``:
   base64 strings (JSON cannot carry raw bytes).
 - Outputs: ``probabilities FP32 [N, K]`` and ``label BYTES [N]``; Triton's classification
   extension (``"parameters": {"classification": k}`` on an output) answers ``"score:index:label"``.
+  A detection model answers ``boxes FP32 [N, D, 4]`` (x1 y1 x2 y2 in the pixels of the image sent,
+  or of the model input for FP32 inputs), ``scores FP32 [N, D]``, ``labels BYTES [N, D]`` and
+  ``num_detections INT32 [N]``: D is the batch's largest count, and image i's boxes are the first
+  ``num_detections[i]`` rows (the rest are zero / empty padding). A segmentation model answers
+  ``mask INT32 [N, H, W]``, the class index per pixel at the model's input size (H, W), so that
+  the tensor stays rectangular whatever the images' sizes. Both use the run's post-processing
+  (``DensePredictor.postprocess``: score >= 0.25, NMS at IoU 0.45, at most 100 boxes).
 - Binary tensor data: a request body may be a JSON header of ``Inference-Header-Content-Length``
   bytes followed by the raw tensors (each input's ``parameters.binary_data_size``); outputs asked
   with ``binary_data: true`` (or all, with the request parameter ``binary_data_output``) come back
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import struct
 from dataclasses import dataclass, field
@@ -36,16 +44,24 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 from cnnlab._version import __version__
 from cnnlab.deploy.context import ServiceContext
+from cnnlab.deploy.dense_predict import DensePredictor, padded_detections
 from cnnlab.deploy.guards import GuardError
 from cnnlab.deploy.uploads import HTTPError
 
 VERSION = "1"
+WIRE_DTYPES = {"FP32": "<f4", "INT32": "<i4"}
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 OUTPUTS = ("probabilities", "label")
+TASK_OUTPUTS = {
+    "classification": OUTPUTS,
+    "detection": ("boxes", "scores", "labels", "num_detections"),
+    "segmentation": ("mask",),
+}
 
 
 class OIPError(HTTPError):
@@ -203,8 +219,11 @@ def _b64(value: Any, name: str) -> bytes:
         raise OIPError(400, f"input '{name}': a BYTES element is not valid base64") from None
 
 
-def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
-    """Parse a v2 inference request body (JSON, or JSON header + binary tensors)."""
+def parse_infer_request(
+    body: bytes, header_length: str | None = None, known_outputs: tuple[str, ...] = OUTPUTS
+) -> InferRequest:
+    """Parse a v2 inference request body (JSON, or JSON header + binary tensors);
+    ``known_outputs`` are the output names the served model has (:data:`TASK_OUTPUTS`)."""
     doc, binary = _split_body(body, header_length)
     inputs_spec = doc.get("inputs")
     if not isinstance(inputs_spec, list) or not inputs_spec:
@@ -224,11 +243,15 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
             raise OIPError(400, "'outputs' must be a list")
         outputs = []
         for o in doc["outputs"]:
-            if not isinstance(o, dict) or o.get("name") not in OUTPUTS:
+            if not isinstance(o, dict) or o.get("name") not in known_outputs:
                 name = o.get("name") if isinstance(o, dict) else o
-                raise OIPError(400, f"unknown output {name!r}; outputs are {', '.join(OUTPUTS)}")
+                raise OIPError(
+                    400, f"unknown output {name!r}; outputs are {', '.join(known_outputs)}"
+                )
             op = o.get("parameters") or {}
             k = op.get("classification")
+            if k is not None and known_outputs != OUTPUTS:
+                raise OIPError(400, "the classification extension is for classification models")
             if k is not None and (not isinstance(k, int) or k < 1):
                 raise OIPError(
                     400, f"output '{o['name']}': classification must be a positive integer"
@@ -248,7 +271,7 @@ def encode_infer_response(
     header: dict[str, Any], outputs: list[tuple[str, str, list[int], Any, bool]]
 ) -> tuple[bytes, int | None]:
     """Body and JSON-header length (None when all JSON) for outputs ``(name, datatype, shape,
-    data, binary)``; FP32 data is an array, BYTES data a list of byte strings."""
+    data, binary)``; FP32 / INT32 data is an array, BYTES data a list of byte strings."""
     blobs, out_specs = [], []
     for name, dtype, shape, data, binary in outputs:
         spec: dict[str, Any] = {"name": name, "datatype": dtype, "shape": shape}
@@ -256,7 +279,7 @@ def encode_infer_response(
             raw = (
                 serialize_bytes(data)
                 if dtype == "BYTES"
-                else np.ascontiguousarray(data, dtype="<f4").tobytes()
+                else np.ascontiguousarray(data, dtype=WIRE_DTYPES[dtype]).tobytes()
             )
             spec["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
@@ -264,13 +287,73 @@ def encode_infer_response(
             spec["data"] = (
                 [b.decode("utf-8") for b in data]
                 if dtype == "BYTES"
-                else np.asarray(data, dtype=np.float32).reshape(-1).tolist()
+                else np.asarray(data, dtype=WIRE_DTYPES[dtype]).reshape(-1).tolist()
             )
         out_specs.append(spec)
     head = json.dumps({**header, "outputs": out_specs}).encode()
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def output_metadata(task: str, num_classes: int, size: tuple[int, int]) -> list[dict[str, Any]]:
+    """The ``outputs`` of the model metadata for ``task`` (see the module docstring)."""
+    if task == "detection":
+        return [
+            {"name": "boxes", "datatype": "FP32", "shape": [-1, -1, 4]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+            {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "num_detections", "datatype": "INT32", "shape": [-1]},
+        ]
+    if task == "segmentation":
+        return [{"name": "mask", "datatype": "INT32", "shape": [-1, size[0], size[1]]}]
+    return [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, num_classes]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
+
+
+def dense_outputs(
+    predictor: DensePredictor,
+    raw: torch.Tensor,
+    sizes: list[tuple[int, int]],
+    wanted: list[RequestedOutput],
+) -> list[tuple[str, str, list[int], Any, bool]]:
+    """The v2 outputs of a detection or segmentation batch (the module docstring's shapes)."""
+    n = len(raw)
+    if predictor.task == "segmentation":
+        _, h, w = predictor.input_size
+        masks = np.stack(predictor.postprocess(raw, [(h, w)] * n)).astype(np.int32)  # type: ignore[arg-type]
+        return [(o.name, "INT32", [n, h, w], masks, o.binary) for o in wanted]
+    boxes, scores, labels, counts = padded_detections(predictor.postprocess(raw, sizes))  # type: ignore[arg-type]
+    d = boxes.shape[1]
+    table = {
+        "boxes": ("FP32", [n, d, 4], boxes),
+        "scores": ("FP32", [n, d], scores),
+        "labels": ("BYTES", [n, d], [b for row in labels for b in row]),
+        "num_detections": ("INT32", [n], counts),
+    }
+    return [(o.name, *table[o.name], o.binary) for o in wanted]  # type: ignore[misc]
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) of encoded image bytes, from the header alone."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.height, im.width
+
+
+def _respond(model_name: str, rid: str | None, outs: list) -> Response:
+    header: dict[str, Any] = {"model_name": model_name, "model_version": VERSION}
+    if rid is not None:
+        header["id"] = rid
+    payload, head_len = encode_infer_response(header, outs)
+    if head_len is None:
+        return Response(payload, media_type="application/json")
+    return Response(
+        payload,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(head_len)},
+    )
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -282,6 +365,8 @@ def _error(status: int, detail: str) -> JSONResponse:
 def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
     """Bind the v2 routes to ``app`` for the model ``ctx.cfg.model_name``."""
     cfg, predictor = ctx.cfg, ctx.predictor
+    task = getattr(predictor, "task", "classification")
+    known = TASK_OUTPUTS[task]
 
     def check_model(name: str, version: str | None) -> None:
         if name != cfg.model_name:
@@ -308,10 +393,7 @@ def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
                 {"name": "input", "datatype": "FP32", "shape": [-1, c, h, w]},
                 {"name": "image", "datatype": "BYTES", "shape": [-1]},
             ],
-            "outputs": [
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, ctx.num_classes]},
-                {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            ],
+            "outputs": output_metadata(task, ctx.num_classes, (h, w)),
             "parameters": ctx.model_card(),
         }
 
@@ -321,7 +403,7 @@ def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
             body = await request.body()
         except GuardError:
             raise
-        req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+        req = parse_infer_request(body, request.headers.get(HEADER_LENGTH), known)
         if len(req.inputs) != 1:
             raise OIPError(
                 400,
@@ -346,6 +428,8 @@ def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
                 f"batch of {n} images; this server takes 1 to {cfg.max_files} per request",
                 "too_many_images",
             )
+        _, h, w = predictor.input_size
+        sizes = [(h, w)] * n
         if tensor.datatype == "FP32":
             images = list(torch.from_numpy(np.array(tensor.data, dtype=np.float32)))
         else:
@@ -357,7 +441,13 @@ def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
                     err.status, f"input '{tensor.name}' element {i}: {err.detail}", err.reason
                 )
             images = decoded
-        probs = (await ctx.batcher.submit(images)).numpy()
+            sizes = [_image_size(b) for b in tensor.data]
+        raw = await ctx.batcher.submit(images)
+        if isinstance(predictor, DensePredictor):
+            wanted = req.outputs or [RequestedOutput(o, req.binary_output) for o in known]
+            outs = dense_outputs(predictor, raw, sizes, wanted)
+            return _respond(cfg.model_name, req.id, outs)
+        probs = raw.numpy()
         labels = [predictor.classes[j].encode("utf-8") for j in probs.argmax(1)]
         wanted = req.outputs or [RequestedOutput(o, req.binary_output) for o in OUTPUTS]
         outs = []
@@ -375,17 +465,7 @@ def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
                 outs.append((o.name, "FP32", [n, ctx.num_classes], probs, o.binary))
             else:
                 outs.append((o.name, "BYTES", [n], labels, o.binary))
-        header: dict[str, Any] = {"model_name": cfg.model_name, "model_version": VERSION}
-        if req.id is not None:
-            header["id"] = req.id
-        payload, head_len = encode_infer_response(header, outs)
-        if head_len is None:
-            return Response(payload, media_type="application/json")
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(head_len)},
-        )
+        return _respond(cfg.model_name, req.id, outs)
 
     @app.get("/v2/health/live", tags=["v2"], summary="liveness probe")
     async def live() -> Response:

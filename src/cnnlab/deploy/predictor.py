@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab.data.imagefolder import decode_image
 from cnnlab.data.loader import normalize_batch
 from cnnlab.deploy.backends import (
     AUTO_CANDIDATES,
@@ -36,8 +35,10 @@ from cnnlab.deploy.backends import (
     make_backend,
     pick_fastest,
 )
+from cnnlab.deploy.dense_predict import DENSE_TASKS, DensePredictor
 from cnnlab.deploy.formats import read_metadata
-from cnnlab.errors import DataError, RunError, UnknownNameError
+from cnnlab.deploy.images import image_to_uint8
+from cnnlab.errors import ConfigError, DataError, RunError, UnknownNameError
 from cnnlab.run import load_model_from_run, load_run_splits
 
 
@@ -135,45 +136,7 @@ class Predictor:
     # -- preprocessing -------------------------------------------------------------------------
     def to_uint8(self, image: Any) -> torch.Tensor:
         """One image (path, PIL image, HxW / HxWxC / CxHxW array or tensor) → uint8 (C, H, W)."""
-        c, h, w = self.input_size
-        if isinstance(image, (str, Path)):
-            try:
-                # a copy: the decoded array is a read-only view, which torch warns about
-                return torch.from_numpy(np.array(decode_image(image, (h, w), c), copy=True))
-            except FileNotFoundError:
-                raise DataError(f"{image}: no such file") from None
-            except (ValueError, OSError) as exc:
-                raise DataError(f"{image}: not a readable image ({exc})") from None
-        if isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB" if c == 3 else "L"))
-        if not isinstance(image, torch.Tensor):
-            arr = np.asarray(image)
-            t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
-        else:
-            t = image
-        if t.dim() == 2:
-            t = t.unsqueeze(0)
-        elif t.dim() == 3 and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
-            t = t.permute(2, 0, 1)  # HWC → CHW
-        if t.dim() != 3:
-            raise DataError(f"an image must be HxW, HxWxC or CxHxW; got shape {tuple(t.shape)}")
-        if t.dtype != torch.uint8:
-            t = t.float()
-            t = (t * 255 if t.max() <= 1.0 else t).round().clamp(0, 255).to(torch.uint8)
-        if t.shape[0] == 4:
-            t = t[:3]
-        if t.shape[0] != c:
-            t = (
-                t.float().mean(0, keepdim=True).round().to(torch.uint8)
-                if c == 1
-                else t.expand(c, -1, -1)
-            )
-        if tuple(t.shape[1:]) != (h, w):
-            t = F.interpolate(
-                t[None].float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False
-            )[0]
-            t = t.round().clamp(0, 255).to(torch.uint8)
-        return t.contiguous()
+        return image_to_uint8(image, self.input_size)
 
     def preprocess(self, images: Iterable[Any]) -> torch.Tensor:
         """A normalised float batch (N, C, H, W) from a list of images in any supported form."""
@@ -199,6 +162,11 @@ class Predictor:
             ]
         out = [F.softmax(self.logits(b) / self.temperature, dim=1).cpu() for b in batches]
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def batch_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the service's micro-batcher asks of a predictor for a normalised batch: here the
+        class probabilities (:meth:`predict_proba`)."""
+        return self.predict_proba(x)
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,6 +222,9 @@ class Predictor:
 EXPORTED_SUFFIXES = (".onnx", ".pt", ".pth", ".ts", ".torchscript", ".jit")
 
 
+AnyPredictor = Predictor | DensePredictor
+
+
 def load(
     path: str | Path,
     device: str = "cpu",
@@ -261,9 +232,11 @@ def load(
     *,
     backend: str = "torch",
     threads: int | None = None,
-) -> Predictor:
+) -> AnyPredictor:
     """A :class:`Predictor` from a run directory (``runs/x``) or an exported ``.onnx`` /
     TorchScript file (made by ``cnnlab export``; its metadata holds classes and preprocessing).
+    A detection or segmentation run (or its export) gives a
+    :class:`~cnnlab.deploy.dense_predict.DensePredictor`, whose ``predict`` returns boxes or masks.
 
     ``backend`` (run directories): ``torch`` (eager), ``channels_last``, ``jit`` (traced and
     frozen), ``onnx`` (ONNX Runtime, exported in memory), ``int8`` (static quantisation calibrated
@@ -291,7 +264,7 @@ def load(
     return _load_run(path, device, batch_size, backend, threads)
 
 
-def _load_exported(path: Path, batch_size: int, backend: str, threads: int | None) -> Predictor:
+def _load_exported(path: Path, batch_size: int, backend: str, threads: int | None) -> AnyPredictor:
     if path.suffix.lower() not in EXPORTED_SUFFIXES:
         raise RunError(
             f"{path} is not a run directory or an exported model ({', '.join(EXPORTED_SUFFIXES)})"
@@ -307,6 +280,8 @@ def _load_exported(path: Path, batch_size: int, backend: str, threads: int | Non
             module = torch.jit.load(str(path), map_location="cpu")
         runner = TorchBackend(module, "torch")
         runner.name = "torchscript"
+    if meta.get("task") in DENSE_TASKS:
+        return DensePredictor.from_exported(meta, runner, batch_size)
     return Predictor(
         None,  # type: ignore[arg-type]
         meta["classes"],
@@ -321,15 +296,25 @@ def _load_exported(path: Path, batch_size: int, backend: str, threads: int | Non
 
 def _load_run(
     path: Path, device: str, batch_size: int, backend: str, threads: int | None
-) -> Predictor:
+) -> AnyPredictor:
     model, cfg = load_model_from_run(path)
     for key in ("classes", "input_size", "mean", "std"):
         if key not in cfg:
             raise RunError(f"{path / 'config.json'} lacks '{key}'")
+    task = cfg.get("task", "classification")
+    if task in DENSE_TASKS and backend == "int8":
+        raise ConfigError(
+            f"the int8 backend is calibrated for classification; a {task} run runs on torch, "
+            "channels_last, jit, onnx or auto"
+        )
     runner = None
     choice = None
     if backend != "torch":
         runner, choice = _build_backend(model, cfg, backend, threads)
+    if task in DENSE_TASKS:
+        dense = DensePredictor(model, cfg, device=device, batch_size=batch_size, backend=runner)
+        dense.backend_choice = choice
+        return dense
     p = Predictor(
         model,
         cfg["classes"],

@@ -1,7 +1,10 @@
 """The HTTP service: FastAPI routes over micro-batching, with limits that keep it standing.
 
 ``POST /predict`` takes one or more images (multipart fields ``file`` / ``files``, or the raw image
-bytes as the body) and answers the top-k classes per file as JSON. Images are decoded on a thread
+bytes as the body) and answers the top-k classes per file as JSON — or, for a detection run, the
+boxes (``detections``: class, score, ``box`` x1 y1 x2 y2 in the uploaded image's pixels) and, for a
+segmentation run, the mask (``mask_png``: a base64 palette PNG of class indices at the uploaded
+image's size, with ``pixels`` per class). Images are decoded on a thread
 pool (:mod:`cnnlab.deploy.uploads`), concurrent requests share forward passes
 (:mod:`cnnlab.deploy.batcher`), and every bad input is refused before it reaches the queue, so it
 can never change the answers other clients get:
@@ -21,6 +24,8 @@ bounded to route templates) and the Open Inference Protocol v2 (:mod:`cnnlab.dep
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -29,6 +34,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from PIL import Image
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
@@ -36,11 +42,12 @@ from starlette.staticfiles import StaticFiles
 from cnnlab.deploy import oip
 from cnnlab.deploy.batcher import MicroBatcher
 from cnnlab.deploy.context import ServiceContext
+from cnnlab.deploy.dense_predict import DensePredictor, mask_png_bytes
 from cnnlab.deploy.gradcam import CAM_METHODS, explain_image
 from cnnlab.deploy.guards import ApiKeyGuard, GuardError, ObserveMiddleware, RequestGuard
 from cnnlab.deploy.limits import HEALTH_PATHS, ServeConfig
 from cnnlab.deploy.metrics import Metrics
-from cnnlab.deploy.predictor import Predictor
+from cnnlab.deploy.predictor import AnyPredictor
 from cnnlab.deploy.uploads import HTTPError, Preprocessor, QueueFullError, decode_upload
 
 __all__ = ["HTTPError", "QueueFullError", "ServeConfig", "create_app", "decode_upload"]
@@ -135,8 +142,27 @@ async def _decode(ctx: ServiceContext, payloads: list[tuple[str | None, Any]]) -
 
 # Long by design: one closure over the service's state holding every route, read top to bottom;
 # each route is a few lines and splitting them apart would scatter that shared state.
+def _upload_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from an already-decoded upload's header (cheap: no pixels are read)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.height, im.width
+
+
+def dense_answers(
+    predictor: DensePredictor, raw: Any, sizes: list[tuple[int, int]], names: list[str | None]
+) -> list[dict[str, Any]]:
+    """The JSON of each image of a dense prediction: boxes, or the mask as a base64 PNG."""
+    out = []
+    for r, name in zip(predictor.postprocess(raw, sizes), names):
+        rec = predictor.result_json(r, name)
+        if predictor.task == "segmentation":
+            rec["mask_png"] = base64.b64encode(mask_png_bytes(r)).decode("ascii")  # type: ignore[arg-type]
+        out.append(rec)
+    return out
+
+
 def create_app(
-    predictor: Predictor, cfg: ServeConfig = ServeConfig(), model_hash: str = ""
+    predictor: AnyPredictor, cfg: ServeConfig = ServeConfig(), model_hash: str = ""
 ) -> FastAPI:
     """The ASGI application serving ``predictor`` with the limits in ``cfg``.
 
@@ -225,8 +251,11 @@ def create_app(
         request: Request,
         top_k: int | None = Query(None, description="classes per image, 1..K"),
     ) -> Any:
+        dense = isinstance(predictor, DensePredictor)
         k = cfg.top_k if top_k is None else top_k
-        if not 1 <= k <= ctx.num_classes:
+        if dense:
+            k = 1  # boxes and masks have no top-k
+        elif not 1 <= k <= ctx.num_classes:
             raise HTTPError(
                 422, f"top_k must be between 1 and {ctx.num_classes}; got {k}", "bad_top_k"
             )
@@ -253,8 +282,14 @@ def create_app(
                 {"detail": detail, "predictions": results}, status_code=first.status
             )
         probs = await ctx.batcher.submit([decoded[i] for i in good])
-        for i, p in zip(good, probs):
-            results[i] = predictor._to_prediction(p, payloads[i][0], k).to_dict()
+        if isinstance(predictor, DensePredictor):
+            sizes = [_upload_size(payloads[i][1]) for i in good]
+            names = [payloads[i][0] for i in good]
+            for i, rec in zip(good, dense_answers(predictor, probs, sizes, names)):
+                results[i] = rec
+        else:
+            for i, p in zip(good, probs):
+                results[i] = predictor._to_prediction(p, payloads[i][0], k).to_dict()
         errors = len(payloads) - len(good)
         return {"predictions": results, "errors": errors, "backend": predictor.backend_name}
 
@@ -264,6 +299,12 @@ def create_app(
         method: str = Query("gradcam", description="gradcam or gradcam++"),
         target: str | None = Query(None, description="class name or index (default: predicted)"),
     ) -> Any:
+        if isinstance(predictor, DensePredictor):
+            raise HTTPError(
+                409,
+                f"Grad-CAM explains classifiers; this is a {predictor.task} model",
+                "no_gradcam",
+            )
         if predictor.model is None:
             raise HTTPError(
                 409,
