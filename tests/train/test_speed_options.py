@@ -64,3 +64,16 @@ def test_bad_speed_options_are_one_line_errors(tmp_path, digits_small, kw, err, 
     with pytest.raises(err, match=needle) as exc:
         fit(tiny_cfg(tmp_path, **kw), splits=digits_small)
     assert "\n" not in str(exc.value)
+
+
+def test_data_loads_in_a_worker_while_dynamo_imports_and_errors_still_surface(tmp_path):
+    import sys
+
+    from cnnlab.errors import DataError
+    from cnnlab.train.setup import prepare_data_overlapped
+
+    splits = prepare_data_overlapped(tiny_cfg(tmp_path, data={"name": "digits"}))
+    assert len(splits.train) > 1000 and "torch._dynamo" in sys.modules
+    bad = tiny_cfg(tmp_path, data={"name": "imagefolder", "data_dir": str(tmp_path / "none")})
+    with pytest.raises(DataError):
+        prepare_data_overlapped(bad)
