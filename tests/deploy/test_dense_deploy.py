@@ -43,7 +43,7 @@ def _train(out: Path, splits, task: str) -> Path:
     cfg = TrainConfig(
         model=model, task=task, model_kwargs=kwargs, epochs=1, batch_size=16, device="cpu",
         data=DataConfig(name="digits-scenes", image_size=SIZE), monitor=monitor,
-        out_dir=str(out), name=task, progress=False, report=False, amp="off",
+        out_dir=str(out), name=task, progress=False, report=True, amp="off",
     )  # fmt: skip
     run = fit(cfg, splits=splits).run_dir
     if task == "detection":
@@ -174,6 +174,9 @@ def test_eval_cli_prints_the_tasks_metrics_and_writes_eval_json(runs):
 def test_report_has_the_dense_sections(runs):
     from cnnlab.evaluate.report import write_report
 
+    for task in ("detection", "segmentation"):  # the quick report written by training itself
+        page = (runs[task] / "report.html").read_text()
+        assert "quick report" in page and f"{task} model" in page
     for task, ids in {
         "detection": ("det-summary", "det-per-class", "det-pr", "det-samples", "det-worst"),
         "segmentation": ("seg-summary", "seg-per-class", "seg-confusion", "seg-worst"),
