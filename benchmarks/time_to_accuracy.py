@@ -40,17 +40,25 @@ TARGETS = (0.905, 0.93, 0.94, 0.945)
 GOALS = {0.905: 0.15, 0.93: 0.6, 0.94: 2.0, 0.945: 5.0}  # target -> fraction of T
 RECIPES = ("fmnist-fast", "fmnist-medium", "fmnist-long")
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) .*?test loss ([\d.]+) acc ([\d.]+)")
-# The fast recipe with one technique taken away (the same epochs): what each one is worth.
+# The fast recipe with one of its techniques taken away, or one it does not use added (the same
+# epochs): the label says which; Δ is always "what the technique is worth" (> 0: it helps).
 ABLATIONS = {
-    "no whitening (learnt 3x3 stem)": {"model_kwargs.whiten": "false"},
-    "2x2 whitening patches": {"model_kwargs.whiten_kernel": "2"},
-    "AdamW instead of Nesterov SGD": {
+    "without whitening (learnt 3x3 stem)": {"model_kwargs.whiten": "false"},
+    "without 3x3 whitening (2x2 patches)": {"model_kwargs.whiten_kernel": "2"},
+    "without Nesterov SGD (AdamW lr 3e-3 wd 0.05)": {
         "optim.name": "adamw", "optim.lr": "0.003", "optim.weight_decay": "0.05",
     },
-    "no label smoothing": {"label_smoothing": "0"},
-    "random flip instead of alternating": {"data.augment": "flip"},
-    "no TTA in the evaluation": {"tta": ""},
-    "evaluate every epoch": {"eval_every": "1"},
+    "without label smoothing": {"label_smoothing": "0"},
+    "without alternating flip (random flip)": {"data.augment": "flip"},
+    "without flip TTA": {"tta": ""},
+    "without eval_every 2 (every epoch)": {"eval_every": "1"},
+    "with dirac init": {"model_kwargs.dirac": "true"},
+    "with BatchNorm without scale": {"model_kwargs.bn_scale": "false"},
+    "with Lookahead (k 5, alpha 0.5)": {"lookahead_k": "5"},
+    "with EMA (decay 0.99)": {"ema_decay": "0.99"},
+    "with translate:1": {"data.augment": "altflip,translate:1"},
+    "with random erasing": {"data.augment": "altflip,erase"},
+    "with flip+translate TTA": {"tta": "flip,translate"},
 }  # fmt: skip
 
 
@@ -263,15 +271,24 @@ def summarise(results: list[dict], ablation: list[dict], args, command: str) -> 
     for name in names:
         rs = [r for r in results if r["name"] == name]
         cells = [mean_spread([first_time(r, t) for r in rs]) for t in TARGETS]
-        best = mean_spread([best_within(r, 600) and 100 * best_within(r, 600) for r in rs], "{:.2f}")
+        best = mean_spread(
+            [best_within(r, 600) and 100 * best_within(r, 600) for r in rs], "{:.2f}"
+        )
         final = mean_spread([100 * r["epochs"][-1]["test_acc"] for r in rs], "{:.2f}")
         train = mean_spread([r["epochs"][-1]["train_s"] for r in rs])
         wall = mean_spread([r["wall_s"] for r in rs])
         lines.append(
             f"| {name} | {len(rs)} | {' | '.join(cells)} | {best} % | {final} % | {train} | {wall} |"
         )
-    lines += ["", "**Goals** (the best recipe for each; times from process start, mean over seeds):", ""]
-    lines += ["| goal | limit | best run | its time | ratio to T | holds |", "|---|---:|---|---:|---:|---|"]
+    lines += [
+        "",
+        "**Goals** (the best recipe for each; times from process start, mean over seeds):",
+        "",
+    ]
+    lines += [
+        "| goal | limit | best run | its time | ratio to T | holds |",
+        "|---|---:|---|---:|---:|---|",
+    ]
     for target, frac in GOALS.items():
         best_name, best_t = None, None
         for name in names:
@@ -301,7 +318,10 @@ def summarise(results: list[dict], ablation: list[dict], args, command: str) -> 
         ((100 * e["test_acc"], r["name"]) for r in results if r["name"] != "course"
          for e in r["epochs"] if e["wall_s"] <= 600), default=(0.0, "—"),
     )  # fmt: skip
-    lines += ["", f"Best accuracy any recipe reached within 10 minutes of wall time: **{best10[0]:.2f} %** ({best10[1]})."]
+    lines += [
+        "",
+        f"Best accuracy any recipe reached within 10 minutes of wall time: **{best10[0]:.2f} %** ({best10[1]}).",
+    ]
     lines += ["", f"![accuracy vs wall seconds](benchmarks/results/{args.plot_name})", ""]
     lines.append("Per-epoch (wall s → accuracy %), first seed of each run:")
     lines.append("")
@@ -317,17 +337,21 @@ def summarise(results: list[dict], ablation: list[dict], args, command: str) -> 
             "",
             f"**Ablation** of {args.ablation_recipe} (mean of its seeds above: {b_acc:.2f} % at "
             f"{b_wall:.0f} s): the same recipe and epochs with one technique taken away, seeds "
-            f"{sorted({r['seed'] for r in ablation})}. Δ accuracy > 0 means the technique helps.",
+            f"{sorted({r['seed'] for r in ablation})}. Δ acc > 0: the technique helps; Δ wall s > 0: "
+            "it costs time. One seed's spread is about ±0.2 points.",
             "",
-            "| without | final acc | Δ acc (points) | wall s to last epoch | Δ wall s |",
+            "| variant | final acc | the technique's Δ acc (points) | wall s to last epoch "
+            "| the technique's Δ wall s |",
             "|---|---:|---:|---:|---:|",
         ]
         for label in dict.fromkeys(r["name"] for r in ablation):
             rs = [r for r in ablation if r["name"] == label]
             acc = statistics.mean(100 * r["epochs"][-1]["test_acc"] for r in rs)
             wall = statistics.mean(r["epochs"][-1]["wall_s"] for r in rs)
+            sign = 1 if label.startswith("without") else -1  # Δ of having the technique
             lines.append(
-                f"| {label} | {acc:.2f} % | {b_acc - acc:+.2f} | {wall:.0f} | {b_wall - wall:+.0f} |"
+                f"| {label} | {acc:.2f} % | {sign * (b_acc - acc):+.2f} | {wall:.0f} "
+                f"| {sign * (b_wall - wall):+.0f} |"
             )
     lines += ["", "Recipes: " + "; ".join(describe(n) for n in names if n != "course") + "."]
     return "\n".join(lines)
@@ -379,7 +403,9 @@ def main() -> None:
             print(summarise(results, ablation, args, command))
             return
         out_json.parent.mkdir(exist_ok=True)
-        out_json.write_text(json.dumps({"results": results, "ablation": ablation, "command": command}))
+        out_json.write_text(
+            json.dumps({"results": results, "ablation": ablation, "command": command})
+        )
     T = statistics.mean(r["wall_s"] for r in results if r["name"] == "course")
     plot(results, HERE / "results" / args.plot_name, T)
     md = summarise(results, ablation, args, command)

@@ -38,3 +38,21 @@ def test_amp_modes_on_cpu():
     )
     with pytest.raises(UnknownNameError, match="fastest"):
         amp_dtype(TrainConfig(amp="bf17"), CPU)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,shape",
+    [
+        ("fastnet", {"num_classes": 10}, (1, 28, 28)),
+        ("yolo_tiny", {"num_classes": 3, "width": 4}, (3, 64, 64)),
+        ("unet", {"num_classes": 3, "base_channels": 4, "depth": 2}, (3, 32, 32)),
+    ],
+)
+def test_the_timed_step_works_for_every_task_in_both_precisions(name, kwargs, shape):
+    # the probe's step must not assume class logits: a detector or segmenter is timed the same way
+    from cnnlab.train.amp_probe import _step_time
+
+    model = get_model(name, **kwargs).train()
+    x = torch.randn(2, *shape)
+    for dtype in (None, torch.bfloat16):
+        assert _step_time(model, x, dtype, reps=1) > 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import UnknownNameError
@@ -28,17 +28,26 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def _step_time(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None, reps: int
-) -> float:
+def _float_tensors(out: Any) -> list[torch.Tensor]:
+    """Every floating-point tensor in a model output (a tensor, tuple, list or dict of them)."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _float_tensors(o)]
+    return []
+
+
+def _step_time(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, reps: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=1e-6)
     times = []
     for i in range(reps + 1):
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(x)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            loss = F.cross_entropy(out.float(), y)
+            # a task-agnostic surrogate loss: logits, detection heads and mask logits alike get a
+            # full backward pass, which is all the timing needs
+            loss = sum(t.float().pow(2).mean() for t in _float_tensors(model(x)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -57,6 +66,9 @@ def bf16_faster_on_cpu(
 ) -> bool:
     """Time float32 vs bf16 training steps of a copy of ``model``; True if bf16 wins by ``margin``.
 
+    Any task's model works: the timed step backpropagates a surrogate loss over all its float
+    outputs (``num_classes`` is kept for callers; the surrogate needs no labels).
+
     The RNG state is preserved so the probe does not change a seeded run.
     """
     if not cpu_bf16_supported():
@@ -69,11 +81,10 @@ def bf16_faster_on_cpu(
             and x.dim() == 4
         ):
             x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, max(1, num_classes), (batch_size,))
         fp32, bf16 = [], []
         for _ in range(2):  # interleaved so a noisy neighbour hits both alike
-            fp32.append(_step_time(probe, x, y, None, reps))
-            bf16.append(_step_time(probe, x, y, torch.bfloat16, reps))
+            fp32.append(_step_time(probe, x, None, reps))
+            bf16.append(_step_time(probe, x, torch.bfloat16, reps))
     return min(fp32) / min(bf16) >= margin
 
 
