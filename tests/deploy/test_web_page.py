@@ -1,7 +1,8 @@
 """The web page at ``/``, driven in a real headless Chromium (Playwright, the system browser).
 
 Upload an image and see its prediction with top-k bars; upload a non-image and see it named as
-rejected; turn on Grad-CAM and see the overlay; open ``/docs``. Every request the page makes must
+rejected; turn on Grad-CAM and see the overlay; see a detection run's boxes and a segmentation
+run's mask; open ``/docs``. Every request the page makes must
 go to the cnnlab server itself (it works offline). Skips when no Chromium is installed; no browser
 is ever downloaded.
 """
@@ -98,3 +99,36 @@ def test_api_docs_page_lists_the_routes(page, shared_server):
     page.locator("code", has_text="POST /predict").wait_for()
     assert page.locator("code", has_text="POST /v2/models/{name}/infer").count() == 1
     assert page.hosts == {urlparse(shared_server.base).netloc}  # nothing fetched from elsewhere
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_dense_runs_show_boxes_or_a_mask(page, task, tmp_path):
+    """A detection run's page lists the boxes; a segmentation run's lays the mask over the image."""
+    from PIL import Image
+
+    from cnnlab.data import load_dataset
+    from tests.deploy.conftest import start_server
+    from tests.deploy.test_dense_deploy import _train
+
+    scenes = load_dataset("digits-scenes", image_size=64, num_train=16, num_test=4)
+    run = _train(tmp_path, scenes, task)
+    image = tmp_path / "scene.png"
+    Image.fromarray(scenes.test.images[0, 0].numpy()).save(image)
+    server = start_server(run, tmp_path / "server.log", "--backend", "torch")
+    try:
+        page.goto(server.base + "/")
+        page.locator('dd[data-field="architecture"]').wait_for()
+        page.set_input_files("#file-input", [str(image)])
+        result = page.locator('.result[data-file="scene.png"]')
+        if task == "detection":
+            result.locator("ul.boxes li").first.wait_for()
+            first = result.locator("ul.boxes li").first.inner_text().split()
+            assert first[0] in [str(d) for d in range(10)] and "object(s)" in result.inner_text()
+        else:
+            mask = result.locator("img.heat")
+            mask.wait_for()
+            assert mask.get_attribute("src").startswith("data:image/png;base64,")
+            text = result.inner_text()
+            assert "pixels per class: " in text and "background: " in text
+    finally:
+        server.stop()

@@ -32,6 +32,7 @@ The wire format is pure functions (:func:`parse_infer_request`, :func:`encode_in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -445,7 +446,8 @@ def add_routes(app: FastAPI, ctx: ServiceContext) -> None:
         raw = await ctx.batcher.submit(images)
         if isinstance(predictor, DensePredictor):
             wanted = req.outputs or [RequestedOutput(o, req.binary_output) for o in known]
-            outs = dense_outputs(predictor, raw, sizes, wanted)
+            # NMS off the event loop, beside the inference thread
+            outs = await asyncio.to_thread(dense_outputs, predictor, raw, sizes, wanted)
             return _respond(cfg.model_name, req.id, outs)
         probs = raw.numpy()
         labels = [predictor.classes[j].encode("utf-8") for j in probs.argmax(1)]

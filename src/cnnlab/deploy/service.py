@@ -24,6 +24,7 @@ bounded to route templates) and the Open Inference Protocol v2 (:mod:`cnnlab.dep
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -140,8 +141,6 @@ async def _decode(ctx: ServiceContext, payloads: list[tuple[str | None, Any]]) -
     return out
 
 
-# Long by design: one closure over the service's state holding every route, read top to bottom;
-# each route is a few lines and splitting them apart would scatter that shared state.
 def _upload_size(data: bytes) -> tuple[int, int]:
     """(height, width) from an already-decoded upload's header (cheap: no pixels are read)."""
     with Image.open(io.BytesIO(data)) as im:
@@ -161,6 +160,8 @@ def dense_answers(
     return out
 
 
+# Long by design: one closure over the service's state holding every route, read top to bottom;
+# each route is a few lines and splitting them apart would scatter that shared state.
 def create_app(
     predictor: AnyPredictor, cfg: ServeConfig = ServeConfig(), model_hash: str = ""
 ) -> FastAPI:
@@ -285,7 +286,9 @@ def create_app(
         if isinstance(predictor, DensePredictor):
             sizes = [_upload_size(payloads[i][1]) for i in good]
             names = [payloads[i][0] for i in good]
-            for i, rec in zip(good, dense_answers(predictor, probs, sizes, names)):
+            # NMS and PNG encoding off the event loop, beside the inference thread
+            answers = await asyncio.to_thread(dense_answers, predictor, probs, sizes, names)
+            for i, rec in zip(good, answers):
                 results[i] = rec
         else:
             for i, p in zip(good, probs):

@@ -106,6 +106,23 @@ function showPrediction(node, pred) {
   node.append(best, bars);
 }
 
+// detection / segmentation runs answer boxes or a mask instead of top-k classes
+function showDense(node, pred) {
+  if (pred.mask_png) {
+    const img = el("img", { class: "heat", src: "data:image/png;base64," + pred.mask_png, alt: "mask" });
+    node.querySelector(".picture").append(img);
+    const parts = Object.entries(pred.pixels).map(([c, n]) => `${c}: ${n}`);
+    node.append(el("p", { class: "muted" }, "pixels per class: " + parts.join(", ")));
+    return;
+  }
+  const list = el("ul", { class: "boxes" });
+  for (const d of pred.detections) {
+    const box = d.box.map((v) => v.toFixed(1)).join(" ");
+    list.append(el("li", {}, `${d.class} ${d.score.toFixed(3)}  (${box})`));
+  }
+  node.append(el("p", { class: "prediction" }, `${pred.detections.length} object(s)`), list);
+}
+
 async function overlay(node, file) {
   const form = new FormData();
   form.append("file", file, file.name);
@@ -170,6 +187,7 @@ async function send(batch, k) {
     const [file, node] = batch[i];
     if (!p) return;
     if (p.error) showError(node, p.error);
+    else if (p.detections || p.mask_png) showDense(node, p);
     else {
       showPrediction(node, p);
       if ($("gradcam").checked && card.gradcam) cams.push([node, file]);
