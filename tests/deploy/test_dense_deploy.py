@@ -159,12 +159,14 @@ def test_eval_cli_prints_the_tasks_metrics_and_writes_eval_json(runs):
     first = res.stdout.split()[1]
     assert float(first) == pytest.approx(ev["metrics"]["test_map"], abs=1e-4)
     assert (runs["detection"] / "detections.json").exists()
+    assert Image.open(runs["detection"] / "pr_curves.png").size[0] > 100
     res = run_cli("eval", "--run", str(runs["segmentation"]), "--no-latency")
     assert res.returncode == 0, res.stderr
     ev = json.loads((runs["segmentation"] / "eval.json").read_text())
     assert res.stdout.startswith(f"mIoU {ev['metrics']['test_miou']:.4f}")
     assert "background" in res.stdout and "Dice" in res.stdout
     assert (runs["segmentation"] / "seg_confusion.csv").exists()
+    assert Image.open(runs["segmentation"] / "seg_confusion.png").size[0] > 100
     res = run_cli("eval", "--run", str(runs["segmentation"]), "--calibrate")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     res = run_cli("eval", "--run", str(runs["segmentation"]), "--data", "digits")

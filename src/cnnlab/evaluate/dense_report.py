@@ -40,6 +40,7 @@ from cnnlab.tasks.detection import Detection, DetectionMetrics, ImageRecord
 from cnnlab.tasks.segmentation import Segmentation, SegmentationMetrics, seg_logits
 
 Section = tuple[str, str, str]
+PR_FILE, CONFUSION_FILE = "pr_curves.png", "seg_confusion.png"
 SHOW_SCORE = 0.25
 
 
@@ -55,9 +56,12 @@ def _png(arr: np.ndarray, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _fig(fig: Any, alt: str) -> str:
+def _fig(fig: Any, alt: str, save_to: Path | None = None) -> str:
+    """The figure as an embedded ``<img>`` (and as a PNG file at ``save_to``), then closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    if save_to is not None:
+        save_to.write_bytes(buf.getvalue())
     import matplotlib.pyplot as plt  # only for closing; imported by the caller already
 
     plt.close(fig)
@@ -128,8 +132,10 @@ def detection_sections(
     dataset: DenseDataset,
     classes: list[str],
     samples: int = 8,
+    pictures: Path | None = None,
 ) -> list[Section]:
-    """The report sections of a detection evaluation (see the module docstring)."""
+    """The report sections of a detection evaluation (see the module docstring); with
+    ``pictures``, the precision-recall curves are also written there as ``pr_curves.png``."""
     s = metrics.stats
     summary = _table(
         ["metric", "value"],
@@ -164,7 +170,13 @@ def detection_sections(
             ylim=(0, 1.02),
         )
         ax.legend(fontsize=7, ncol=2)
-        sections.append(("det-pr", "Precision-recall curves", _fig(fig, "PR curves")))
+        sections.append(
+            (
+                "det-pr",
+                "Precision-recall curves",
+                _fig(fig, "PR curves", pictures and pictures / PR_FILE),
+            )
+        )
     except ImportError:
         pass
     by_id = sorted(records, key=lambda r: r.image_id)
@@ -204,8 +216,11 @@ def segmentation_sections(
     dataset: DenseDataset | None = None,
     predictions: np.ndarray | None = None,
     samples: int = 6,
+    pictures: Path | None = None,
 ) -> list[Section]:
-    """The report sections of a segmentation evaluation; ``predictions`` (N, H, W) for pictures."""
+    """The report sections of a segmentation evaluation; ``predictions`` (N, H, W) for pictures;
+    with ``pictures``, the normalised confusion matrix is also written there as
+    ``seg_confusion.png``."""
     m = metrics
     summary = _table(
         ["metric", "value"], [("mIoU", m.miou), ("pixel accuracy", m.pixel_acc), ("mean Dice", m.mean_dice)]
@@ -231,7 +246,13 @@ def segmentation_sections(
         ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
         ax.set(xlabel="predicted", ylabel="true", title="Confusion (rows sum to 1)")
-        sections.append(("seg-confusion", "Confusion matrix", _fig(fig, "confusion matrix")))
+        sections.append(
+            (
+                "seg-confusion",
+                "Confusion matrix",
+                _fig(fig, "confusion matrix", pictures and pictures / CONFUSION_FILE),
+            )
+        )
     except ImportError:
         pass
     if dataset is not None and predictions is not None and dataset.masks is not None:
@@ -398,7 +419,10 @@ def evaluate_dense_run(
         assert task.last_metrics is not None
         details = task.last_metrics
         classes = list(test.classes)
-        sections = detection_sections(details, task.last_records, test, classes, min(n, 8))
+        pictures = run_dir if write else None
+        sections = detection_sections(
+            details, task.last_records, test, classes, min(n, 8), pictures
+        )
         per_class = {
             c: {
                 "ap": _rounded(details.per_class_ap[c]),
@@ -413,7 +437,8 @@ def evaluate_dense_run(
         details = task.last_metrics
         preds = _predict_masks(model, loader)
         classes = Segmentation.class_names(test)
-        sections = segmentation_sections(details, classes, test, preds, min(n, 6))
+        pictures = run_dir if write else None
+        sections = segmentation_sections(details, classes, test, preds, min(n, 6), pictures)
         per_class = {
             c: {
                 "iou": _rounded(details.iou[k]),
@@ -434,6 +459,8 @@ def evaluate_dense_run(
         task_name, metrics, sections, files, classes, per_class, details, len(test)
     )
     if write:
+        png = run_dir / (PR_FILE if task_name == "detection" else CONFUSION_FILE)
+        files += [png] if png.exists() else []
         path = run_dir / "eval.json"
         path.write_text(json.dumps(_json_safe(ev.summary()), indent=1))
         files.append(path)
