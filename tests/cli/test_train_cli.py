@@ -45,12 +45,12 @@ def test_recipe_resolves_with_overrides():
     from cnnlab.cli.train import build_config
 
     args, extra = build_parser().parse_known_args(
-        ["train", "--recipe", "fmnist-fast", "--epochs", "2", "--optim.lr", "1e-3"]
+        ["train", "--recipe", "fmnist-fast", "--epochs", "3", "--optim.lr", "1e-3"]
     )
     args.overrides = parse_overrides(extra)
     cfg = build_config(args)
     assert cfg.model == "fastnet" and cfg.data.name == "fashion-mnist"
-    assert cfg.epochs == 2 and cfg.optim.lr == 1e-3 and cfg.data.augment == "flip"
+    assert cfg.epochs == 3 and cfg.optim.lr == 1e-3 and cfg.data.augment == "altflip"
 
 
 def test_train_with_engine_flags_writes_checkpoints_and_summary(tmp_path):

@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnlab.errors import UnknownNameError
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.sgd import SGD
 
 AMP_CHOICES = ("auto", "fastest", "off", "bf16", "fp16")
 
@@ -40,7 +41,7 @@ def _float_tensors(out: Any) -> list[torch.Tensor]:
 
 
 def _step_time(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, reps: int) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    opt = SGD(model.parameters(), lr=1e-6)  # cnnlab's: no torch._dynamo import at start-up
     times = []
     for i in range(reps + 1):
         t0 = time.perf_counter()

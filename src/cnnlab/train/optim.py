@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnlab.errors import UnknownNameError
 from cnnlab.train.config import OptimConfig
+from cnnlab.train.sgd import SGD
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
@@ -80,8 +81,8 @@ def build_optimizer(
         else list(params)
     )
     name = cfg.name.lower()
-    if name == "sgd":
-        return torch.optim.SGD(
+    if name == "sgd":  # torch's update, without the torch._dynamo import (see cnnlab.train.sgd)
+        return SGD(  # type: ignore[return-value]
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
     if name == "adam":

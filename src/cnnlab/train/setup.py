@@ -124,7 +124,8 @@ def prepare_data(config: TrainConfig) -> DatasetSplits:
 
 
 def prepare_data_overlapped(config: TrainConfig) -> DatasetSplits:
-    """:func:`prepare_data` in a worker thread while this one imports ``torch._dynamo``.
+    """:func:`prepare_data` in a worker thread while this one imports ``torch._dynamo``, when
+    the run will need it (a torch optimizer or ``compile``).
 
     Every torch optimizer imports ``torch._dynamo`` on its first step (~1.5-2 s of Python, about
     as long as ``import torch``), and decompressing and decoding the data mostly runs outside the
@@ -132,7 +133,9 @@ def prepare_data_overlapped(config: TrainConfig) -> DatasetSplits:
     The worker only imports cnnlab's data modules, which dynamo never imports, so the two
     imports cannot wait on each other.
     """
-    if "torch._dynamo" in sys.modules:
+    # cnnlab's own SGD never imports it (cnnlab.train.sgd): nothing to overlap then
+    needs_dynamo = config.compile or config.optim.name.lower() != "sgd"
+    if "torch._dynamo" in sys.modules or not needs_dynamo:
         return prepare_data(config)
     with ThreadPoolExecutor(1, thread_name_prefix="cnnlab-data") as pool:
         future = pool.submit(prepare_data, config)
