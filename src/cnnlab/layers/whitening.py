@@ -48,8 +48,13 @@ class PatchWhitening(nn.Module):
         self.stride, self.padding, self.eps = stride, padding, eps
         d = in_chans * kernel_size * kernel_size
         self.out_chans = 2 * d
-        basis = torch.eye(d).view(d, in_chans, kernel_size, kernel_size)
-        self.register_buffer("weight", torch.cat([basis, -basis]))
+        # the identity basis with both signs, built from in-place fills only: under a meta-device
+        # context (the registry's parameter counts) eye and cat go through torch._refs, which
+        # imports torch._dynamo (~1 s)
+        weight = torch.zeros(2 * d, d)
+        weight[:d].diagonal().fill_(1.0)
+        weight[d:].diagonal().fill_(-1.0)
+        self.register_buffer("weight", weight.view(2 * d, in_chans, kernel_size, kernel_size))
         self.register_buffer("bias", torch.zeros(2 * d))
 
     @torch.no_grad()
