@@ -383,6 +383,17 @@ def _weights_note(run_dir: Path, cfg: dict[str, Any], weights: str) -> str:
     return f'<p class="note">{text}</p>'
 
 
+def _skipped_row(run_dir: Path) -> tuple[str, str]:
+    """The data table's "skipped files" row: how many ``skipped.txt`` lists, or none."""
+    skipped = run_dir / SKIPPED_FILE
+    n_skipped = (
+        sum(1 for ln in skipped.read_text(errors="replace").splitlines() if ln.strip())
+        if skipped.exists()
+        else 0
+    )
+    return ("skipped files", f"{n_skipped} (listed in {SKIPPED_FILE})" if n_skipped else "none")
+
+
 def _data_section(res, cfg: dict[str, Any], run_dir: Path) -> str:
     """Classes, images per split and skipped files: what the figures were measured on."""
     ds = cfg.get("dataset", {}) or {}
@@ -390,22 +401,13 @@ def _data_section(res, cfg: dict[str, Any], run_dir: Path) -> str:
     name = tc.get("name") or ds.get("name", "?")
     counts = ds.get("class_counts") or []
     test_counts = np.bincount(res.labels, minlength=len(res.classes)) if len(res.labels) else []
-    skipped = run_dir / SKIPPED_FILE
-    n_skipped = (
-        sum(1 for ln in skipped.read_text(errors="replace").splitlines() if ln.strip())
-        if skipped.exists()
-        else 0
-    )
     rows = [
         ("source", f"{name}" + (f" ({tc['data_dir']})" if tc.get("data_dir") else "")),
         ("classes", f"{len(res.classes)}"),
         ("training images", f"{ds['train_size']:,}" if ds.get("train_size") else "–"),
         ("test images", f"{res.num_samples:,}"),
         ("image size (C, H, W)", "x".join(map(str, cfg["input_size"]))),
-        (
-            "skipped files",
-            f"{n_skipped} (listed in {SKIPPED_FILE})" if n_skipped else "none",
-        ),
+        _skipped_row(run_dir),
     ]
     if tc.get("augment"):
         rows.append(("training augmentation", tc["augment"]))
@@ -690,12 +692,6 @@ def _dense_data_section(ev: DenseEvaluation, cfg: dict[str, Any], run_dir: Path)
     """Classes, images per split, objects per class and skipped files of a dense run."""
     ds = cfg.get("dataset", {}) or {}
     tc = cfg.get("train_config", {}).get("data", {})
-    skipped = run_dir / SKIPPED_FILE
-    n_skipped = (
-        sum(1 for ln in skipped.read_text(errors="replace").splitlines() if ln.strip())
-        if skipped.exists()
-        else 0
-    )
     rows = [
         ("source", tc.get("name") or ds.get("name", "?")),
         ("task", ev.task),
@@ -703,7 +699,7 @@ def _dense_data_section(ev: DenseEvaluation, cfg: dict[str, Any], run_dir: Path)
         ("training images", f"{ds['train_size']:,}" if ds.get("train_size") else "–"),
         ("test images", f"{ev.num_images:,}"),
         ("image size (C, H, W)", "x".join(map(str, cfg["input_size"]))),
-        ("skipped files", f"{n_skipped} (listed in {SKIPPED_FILE})" if n_skipped else "none"),
+        _skipped_row(run_dir),
     ]
     if tc.get("augment"):
         rows.append(("training augmentation", tc["augment"]))
