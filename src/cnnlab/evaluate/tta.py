@@ -108,12 +108,18 @@ def predict_tta(
     """
 
     model.eval()
+    return _mean_probs(model, x, resolve_views(views), temperature)
+
+
+def _mean_probs(
+    model: nn.Module, x: torch.Tensor, views: list[tuple[str, View]], temperature: float = 1.0
+) -> torch.Tensor:
+    """The mean over ``views`` of ``softmax(model(view(x)) / temperature)``."""
     total = None
-    vs = resolve_views(views)
-    for _, fn in vs:
+    for _, fn in views:
         p = torch.softmax(main_logits(model(fn(x))).float() / temperature, 1)
         total = p if total is None else total + p
-    return total / len(vs)  # type: ignore[operator]
+    return total / len(views)  # type: ignore[operator]
 
 
 class TTAModel(nn.Module):
@@ -133,8 +139,4 @@ class TTAModel(nn.Module):
         self.views = resolve_views(views)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for _, fn in self.views:
-            p = torch.softmax(main_logits(self.model(fn(x))).float(), 1)
-            total = p if total is None else total + p
-        return torch.log(total / len(self.views) + 1e-12)  # type: ignore[operator]
+        return torch.log(_mean_probs(self.model, x, self.views) + 1e-12)
