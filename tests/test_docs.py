@@ -127,7 +127,12 @@ def test_generated_cli_reference_lists_every_subcommand() -> None:
 def test_api_reference_covers_every_public_module() -> None:
     gen = _load_gen_pages()
     modules = gen.api_modules()
-    for expected in ("cnnlab", "cnnlab.inspect", "cnnlab.inspect.model_table", "cnnlab.train.schedules"):
+    for expected in (
+        "cnnlab",
+        "cnnlab.inspect",
+        "cnnlab.inspect.model_table",
+        "cnnlab.train.schedules",
+    ):
         assert expected in modules
     assert not any(m.startswith("cnnlab.cli.") for m in modules)  # in the CLI reference instead
     index = gen.api_index(modules)
