@@ -13,6 +13,18 @@ from tests.conftest import run_cli
         (["--augment", "flp"], "augmentation"),
         (["--schedule.name", "cosnie"], "schedule"),
         (["--model", "vgg11", "--image-size", "8"], "8x8"),
+        (["--model", "fastnet", "--model_kwargs.bogus", "3"], "its options: bn_scale"),
+        (
+            [
+                "--model",
+                "fastnet",
+                "--model_kwargs.whiten_kernel",
+                "5",
+                "--model_kwargs.whiten",
+                "true",
+            ],
+            "whiten_kernel must be 2 or 3",
+        ),
     ],
 )
 def test_bad_config_exits_2_and_leaves_no_run_directory(tmp_path, extra, message):

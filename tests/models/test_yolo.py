@@ -110,3 +110,21 @@ def test_loss_handles_empty_images_and_rejects_bad_targets():
         yolo_loss(preds, [torch.tensor([[5.0, 0, 0, 10, 10]]), torch.zeros(0, 5)])
     with pytest.raises(DataError, match="batch of 2"):
         yolo_loss(preds, [torch.zeros(0, 5)])
+
+
+def test_stride_option_sets_the_grid_and_decode_scale():
+    m = get_model("yolo_tiny", num_classes=2, in_chans=1, width=4, stride=16).eval()
+    assert m.stride == 16 and m.default_cfg.min_size == 16
+    with torch.no_grad():
+        preds = m(torch.randn(1, 1, 128, 96))
+    assert preds.shape == (1, 3, 8, 6, 7)
+    # A confident box in cell (row 7, col 5) decodes inside the last 16 px cell, not 32 px ones.
+    preds = torch.full((1, 3, 8, 6, 7), -12.0)
+    preds[0, 0, 7, 5, :4] = 0.0
+    preds[0, 0, 7, 5, 4] = preds[0, 0, 7, 5, 5] = 6.0
+    (d,) = m.decode(preds, conf_thresh=0.5)
+    cx = (d["boxes"][0, 0] + d["boxes"][0, 2]) / 2
+    cy = (d["boxes"][0, 1] + d["boxes"][0, 3]) / 2
+    assert (cx.item(), cy.item()) == pytest.approx((5.5 * 16, 7.5 * 16))
+    with pytest.raises(ValueError, match="8, 16 or 32"):
+        get_model("yolo_tiny", stride=12)

@@ -65,6 +65,31 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         raise UnknownNameError("model", name, _MODELS) from None
 
 
+def builder_options(name: str) -> list[str]:
+    """The keyword options model ``name``'s builder takes (through to its class when the builder
+    passes ``**kwargs`` on), for error messages that list the valid choices."""
+    import inspect
+
+    builder = get_model_builder(name)
+    sig = inspect.signature(builder)
+    names = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        ret = sig.return_annotation
+        cls = builder.__globals__.get(ret) if isinstance(ret, str) else ret
+        if inspect.isclass(cls):
+            init = inspect.signature(cls.__init__).parameters.values()
+            names += [
+                p.name
+                for p in init
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+    return sorted(set(names))
+
+
 def get_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model by name.
 

@@ -243,7 +243,10 @@ class YoloTiny(ClassifierMixin, nn.Module):
     """YOLOv2-tiny-shaped detector: 6 conv stages, 5 max-pools (stride 32), 1x1 prediction head.
 
     ``width`` (16) is the first stage's channel count; each stage doubles it up to ``32 * width``.
-    ``anchors`` are (w, h) pairs in input pixels; ``num_classes`` is C.
+    ``anchors`` are (w, h) pairs in input pixels; ``num_classes`` is C. ``stride`` (32, or 16 or 8)
+    is the grid cell in pixels: a smaller stride drops the last max-pools, so small images (a
+    128 px canvas is a 4x4 grid at stride 32) get a grid fine enough to separate nearby objects,
+    for more compute in the later stages.
     """
 
     task = "detection"
@@ -255,12 +258,16 @@ class YoloTiny(ClassifierMixin, nn.Module):
         in_chans: int = 3,
         width: int = 16,
         anchors: Sequence[Sequence[float]] = DEFAULT_ANCHORS,
+        stride: int = DEFAULT_STRIDE,
     ) -> None:
         super().__init__()
+        if stride not in (8, 16, 32):
+            raise ValueError(f"yolo_tiny stride must be 8, 16 or 32, got {stride!r}")
         self.in_chans, self.num_classes = in_chans, num_classes
         self.anchors = tuple((float(w), float(h)) for w, h in anchors)
         self.num_anchors = len(self.anchors)
-        self.stride = DEFAULT_STRIDE
+        self.stride = int(stride)
+        pools = self.stride.bit_length() - 1  # 32 -> 5 max-pools, 16 -> 4, 8 -> 3
         self.default_cfg = DefaultCfg(
             input_size=(3, 416, 416),
             min_size=self.stride,
@@ -272,7 +279,7 @@ class YoloTiny(ClassifierMixin, nn.Module):
         cin = in_chans
         for i, c in enumerate(chans):
             layers.append(ConvBNAct(cin, c, 3, act_layer=_leaky))
-            if i < 5:
+            if i < pools:
                 layers.append(nn.MaxPool2d(2, 2))
             cin = c
         layers.append(ConvBNAct(cin, 2 * cin, 3, act_layer=_leaky))
@@ -309,7 +316,7 @@ class YoloTiny(ClassifierMixin, nn.Module):
         return p.view(n, self.num_anchors, 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw predictions ``(N, A, H/32, W/32, 5 + C)``; see :meth:`decode` and :meth:`loss`."""
+        """Raw predictions ``(N, A, H/stride, W/stride, 5 + C)``; see :meth:`decode`, :meth:`loss`."""
         self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
@@ -333,5 +340,5 @@ class YoloTiny(ClassifierMixin, nn.Module):
 
 @register_model
 def yolo_tiny(*, num_classes: int = 20, in_chans: int = 3, **kwargs) -> YoloTiny:
-    """A YOLOv2-tiny-style detector (stride 32, 3 anchors); options ``width`` (16) and ``anchors``."""
+    """A YOLOv2-tiny-style detector (3 anchors); options ``width`` (16), ``stride`` (32) and ``anchors``."""
     return YoloTiny(num_classes=num_classes, in_chans=in_chans, **kwargs)

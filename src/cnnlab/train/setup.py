@@ -21,7 +21,7 @@ from torch import nn
 from cnnlab._version import __version__
 from cnnlab.data import DatasetSplits, load_dataset, resize_dataset
 from cnnlab.data.loader import normalize_batch
-from cnnlab.errors import ConfigError, UnknownNameError
+from cnnlab.errors import CnnlabError, ConfigError, UnknownNameError
 from cnnlab.evaluate.tta import resolve_views
 from cnnlab.models import get_model, prefers_channels_last
 from cnnlab.models.pretrained import load_pretrained
@@ -168,7 +168,17 @@ def resolve_task(config: TrainConfig, splits: DatasetSplits) -> tuple[Task, Trai
 
 def build_model(config: TrainConfig, task: Task, train: Any) -> nn.Module:
     """The configured model with the arguments the data decides, checked against the data."""
-    model = get_model(config.model, **{**task.model_kwargs(train), **config.model_kwargs})
+    try:
+        model = get_model(config.model, **{**task.model_kwargs(train), **config.model_kwargs})
+    except (TypeError, ValueError) as e:  # a builder refusing an option the user gave
+        if isinstance(e, CnnlabError) or not config.model_kwargs:
+            raise
+        from cnnlab.models._registry import builder_options
+
+        raise ConfigError(
+            f"model_kwargs {config.model_kwargs} for {config.model}: {e} "
+            f"(its options: {', '.join(builder_options(config.model))})"
+        ) from None
     task.check_model(model, train)
     min_size = getattr(getattr(model, "default_cfg", None), "min_size", 1)
     small = [s for s in config.data.sizes if s < min_size]
