@@ -280,7 +280,7 @@ def main() -> None:
     tasks = [args.only] if args.only else ["detection", "segmentation"]
     if "detection" in tasks:
         runners = [
-            CnnlabDetector("yolo_tiny", train, width=8),
+            CnnlabDetector("yolo_tiny", train, width=8, stride=16),
             TorchvisionDetector("ssdlite320_mobilenet_v3_large"),
             TorchvisionDetector("fasterrcnn_mobilenet_v3_large_320_fpn"),
         ]
