@@ -98,3 +98,21 @@ def test_fastnet_speed_run_options() -> None:
     assert y.shape == (2, 16, 6, 6)
     with pytest.raises(ValueError, match="whiten_kernel"):
         get_model("fastnet", whiten=True, whiten_kernel=5)
+
+
+def test_fastnet_depth_adds_same_width_layers_per_stage() -> None:
+    w = 8
+    base = get_model("fastnet", width=w, head_pool=3)
+    deep = get_model("fastnet", width=w, head_pool=3, depth=3).eval()
+    extra = 2 * (2 * w * 2 * w * 9 + 2 * 2 * w) + 2 * (4 * w * 4 * w * 9 + 2 * 4 * w)
+    assert _num_params(deep) == _num_params(base) + extra
+    convs = [m for m in deep.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [w, 2 * w, 2 * w, 2 * w, 4 * w, 4 * w, 4 * w]
+    with torch.no_grad():
+        assert deep(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # the default keeps the state-dict keys checkpoints were written with
+    assert list(base.state_dict()) == list(
+        get_model("fastnet", width=w, head_pool=3, depth=1).state_dict()
+    )
+    with pytest.raises(ValueError, match="depth"):
+        get_model("fastnet", depth=0)
