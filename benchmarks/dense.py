@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from cnnlab.data import load_dataset
 from cnnlab.data.dense import DenseDataset, DenseLoader
 from cnnlab.data.dense_augment import build_dense_transform
+from cnnlab.layers.memory_format import prefers_channels_last, prepare_model
 from cnnlab.models import get_model
 from cnnlab.tasks.detection import (
     Detection,
@@ -64,18 +65,29 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255).sub(0.2).div(0.3)
 
 
+def _as_model_wants(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """cnnlab's models run in the memory format ``cnnlab train`` gives them (channels-last where
+    ``default_cfg`` says it was measured faster); torchvision's as torchvision builds them."""
+    if prefers_channels_last(model):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class CnnlabDetector(Runner):
     def __init__(self, name: str, train: DenseDataset, **kw: Any):
         from cnnlab.train.config import TrainConfig
 
         task = Detection(TrainConfig(model=name))
         self.name, self.task = f"cnnlab {name}", task
-        self.model = get_model(name, **task.model_kwargs(train), **kw)
+        self.model = prepare_model(get_model(name, **task.model_kwargs(train), **kw))
         self.opt = torch.optim.AdamW(self.model.parameters(), 2e-3, weight_decay=1e-4)
+
+    def _in(self, x):
+        return _as_model_wants(self.model, _norm(x))
 
     def train_step(self, x, t):
         self.model.train()
-        loss = self.task.loss(self.model(_norm(x)), t, self.model)
+        loss = self.task.loss(self.model(self._in(x)), t, self.model)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -84,7 +96,7 @@ class CnnlabDetector(Runner):
     @torch.no_grad()
     def predict(self, x):
         self.model.eval()
-        dets = detect_batch(self.model, self.model(_norm(x)), tuple(x.shape[-2:]))
+        dets = detect_batch(self.model, self.model(self._in(x)), tuple(x.shape[-2:]))
         return [(d["boxes"], d["scores"], d["labels"]) for d in dets]
 
 
@@ -124,11 +136,11 @@ class TorchvisionDetector(Runner):
 class CnnlabSegmenter(Runner):
     def __init__(self, name: str, **kw: Any):
         self.name = f"cnnlab {name}"
-        self.model = get_model(name, num_classes=NUM_CLASSES + 1, in_chans=1, **kw)
+        self.model = prepare_model(get_model(name, num_classes=NUM_CLASSES + 1, in_chans=1, **kw))
         self.opt = torch.optim.AdamW(self.model.parameters(), 2e-3, weight_decay=1e-4)
 
     def logits(self, x):
-        return seg_logits(self.model(_norm(x)), tuple(x.shape[-2:]))
+        return seg_logits(self.model(_as_model_wants(self.model, _norm(x))), tuple(x.shape[-2:]))
 
     def train_step(self, x, t):
         self.model.train()
@@ -186,9 +198,21 @@ def score_segmenter(r: Runner, test: DenseDataset) -> float:
 
 
 def train_for(
-    r: Runner, train: DenseDataset, budget: float, score: Callable[[], float], points: int, bs: int
+    r: Runner,
+    train: DenseDataset,
+    budget: float,
+    score: Callable[[], float],
+    points: int,
+    bs: int,
+    schedule: str = "poly",
 ) -> list[tuple[float, float]]:
-    """Train ``r`` for ``budget`` seconds of training time, scoring at ``points`` even steps."""
+    """Train ``r`` for ``budget`` seconds of training time, scoring at ``points`` even steps.
+
+    ``schedule="poly"`` decays every model's learning rate by ``(1 - spent / budget) ** 0.9``
+    over the training seconds (torchvision's segmentation reference recipe decays the same way
+    over its iterations), so each model ends the budget annealed rather than mid-step.
+    """
+    base = [g["lr"] for g in r.opt.param_groups]
     tf = build_dense_transform("flip,scale:0.8:1.2", seed=0)
     loader = DenseLoader(train, bs, mean=(0.0,), std=(1.0 / 255,), shuffle=True, drop_last=True)
     curve, spent, epoch = [], 0.0, 0
@@ -198,6 +222,10 @@ def train_for(
         tf.set_epoch(epoch)
         for x, t in loader:
             t0 = time.perf_counter()
+            if schedule == "poly":
+                factor = max(0.0, 1.0 - spent / budget) ** 0.9
+                for g, lr in zip(r.opt.param_groups, base):
+                    g["lr"] = lr * factor
             xb, tb = tf(x.round().to(torch.uint8), t)
             r.train_step(xb.round().clamp(0, 255).to(torch.uint8), tb)
             spent += time.perf_counter() - t0
@@ -256,6 +284,10 @@ def main() -> None:
     ap.add_argument("--eval-images", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["detection", "segmentation"], default=None)
+    ap.add_argument(
+        "--schedule", choices=["poly", "constant"], default="poly",
+        help="learning rate over the budget, the same for every model",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("dense_benchmark.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -271,6 +303,7 @@ def main() -> None:
             "load_avg": os.getloadavg(),
         },
         "budget_s": args.budget,
+        "schedule": args.schedule,
         "image_size": args.image_size,
         "train_canvases": len(train),
         "eval_canvases": len(test),
@@ -287,8 +320,9 @@ def main() -> None:
         for r in runners:
             print(f"detection: {r.name}", flush=True)
             curve = train_for(
-                r, train, args.budget, lambda r=r: score_detector(r, test, classes), args.points, 16
-            )
+                r, train, args.budget, lambda r=r: score_detector(r, test, classes), args.points, 16,
+                args.schedule,
+            )  # fmt: skip
             result["detection"][r.name] = {"curve": curve, "map": curve[-1][1]}
         ours = runners[0].model
         onnx = onnx_latency(ours, args.image_size, Path("/tmp/cnnlab_dense_det.onnx"))
@@ -307,8 +341,9 @@ def main() -> None:
         for r in runners:
             print(f"segmentation: {r.name}", flush=True)
             curve = train_for(
-                r, train, args.budget, lambda r=r: score_segmenter(r, test), args.points, 16
-            )
+                r, train, args.budget, lambda r=r: score_segmenter(r, test), args.points, 16,
+                args.schedule,
+            )  # fmt: skip
             result["segmentation"][r.name] = {"curve": curve, "miou": curve[-1][1]}
         best = max(runners[:2], key=lambda r: result["segmentation"][r.name]["miou"])
         onnx = onnx_latency(best.model, args.image_size, Path("/tmp/cnnlab_dense_seg.onnx"))
