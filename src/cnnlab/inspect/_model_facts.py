@@ -59,6 +59,6 @@ FACTS: dict[str, dict] = {
     'vit_l_16': {'params': 304326632, 'macs': 61554712576, 'input_size': [3, 224, 224], 'min_size': 16, 'task': 'classification', 'summary': 'ViT-L/16: 24 layers, 16 heads, dim 1024, MLP 4096, 224 px (304,326,632 parameters).'},
     'vit_tiny': {'params': 2693578, 'macs': 182849664, 'input_size': [3, 32, 32], 'min_size': 4, 'task': 'classification', 'summary': 'A small ViT for 28-32 px images: 4 px patches, dim 192, 6 layers, 3 heads (~2.7 M parameters).'},
     'wide_resnet50_2': {'params': 68883240, 'macs': 11398021120, 'input_size': [3, 224, 224], 'min_size': 32, 'task': 'classification', 'summary': 'Wide ResNet-50-2: bottlenecks twice as wide (68,883,240 parameters).'},
-    'yolo_tiny': {'params': 11052507, 'macs': 2672936448, 'input_size': [3, 416, 416], 'min_size': 32, 'task': 'detection', 'summary': 'A YOLOv2-tiny-style detector (stride 32, 3 anchors); options ``width`` (16) and ``anchors``.'},
+    'yolo_tiny': {'params': 11052507, 'macs': 2672936448, 'input_size': [3, 416, 416], 'min_size': 32, 'task': 'detection', 'summary': 'A YOLOv2-tiny-style detector (3 anchors); options ``width`` (16), ``stride`` (32) and ``anchors``.'},
 }
 # fmt: on
