@@ -116,3 +116,32 @@ def test_fastnet_depth_adds_same_width_layers_per_stage() -> None:
     )
     with pytest.raises(ValueError, match="depth"):
         get_model("fastnet", depth=0)
+
+
+def test_fastnet_pool_first_runs_the_later_layers_at_a_quarter_of_the_positions() -> None:
+    """airbench's block order: same parameters, but conv 2 of a stage sees the pooled map."""
+    kw = {"width": 8, "depth": 2, "head_pool": 3, "whiten": True, "whiten_kernel": 3}
+    late = get_model("fastnet", **kw).eval()
+    early = get_model("fastnet", pool_first=True, **kw).eval()
+    assert _num_params(early) == _num_params(late)
+
+    def conv_input_sides(model: nn.Module) -> list[int]:
+        sides: list[int] = []
+        hooks = [
+            m.register_forward_hook(lambda _m, inp, _out: sides.append(inp[0].shape[-1]))
+            for m in model.features
+            if isinstance(m, nn.Conv2d)
+        ]
+        with torch.no_grad():
+            out = model(torch.randn(2, 1, 28, 28))
+        for h in hooks:
+            h.remove()
+        assert out.shape == (2, 10)
+        return sides
+
+    assert conv_input_sides(late) == [14, 14, 7, 7]
+    assert conv_input_sides(early) == [14, 7, 7, 3]
+    # every BatchNorm after a stage's first convolution normalises the pooled map
+    mods = list(early.features)
+    first_convs = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)][::2]
+    assert all(isinstance(mods[i + 1], nn.MaxPool2d) for i in first_convs)

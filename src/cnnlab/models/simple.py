@@ -121,7 +121,9 @@ class FastBNNet(ClassifierMixin, nn.Module):
     faster from step one); ``bn_scale=False`` fixes every BatchNorm scale at 1. ``depth`` (1) is
     the number of conv-BN-ReLU layers in each of the two stages: the extra ones keep the stage's
     width and resolution, as airbench's two convolutions per block do, for more accuracy per epoch
-    at more FLOPs per image.
+    at more FLOPs per image. ``pool_first=True`` is airbench's block order: each stage max-pools
+    right after its first convolution, so its BatchNorm, ReLU and later convolutions run on a
+    quarter of the positions (with ``depth=2``, ~2x fewer FLOPs per image at the same width).
     """
 
     classifier_name = "fc"
@@ -139,6 +141,7 @@ class FastBNNet(ClassifierMixin, nn.Module):
         dirac: bool = False,
         bn_scale: bool = True,
         depth: int = 1,
+        pool_first: bool = False,
     ):
         super().__init__()
         if depth < 1:
@@ -171,15 +174,15 @@ class FastBNNet(ClassifierMixin, nn.Module):
             stem_out = whitening.out_chans
         else:
             stem, stem_out = cbr(in_chans, w, stem_stride), w
-        self.features = nn.Sequential(
-            *stem,
-            *cbr(stem_out, 2 * w),
-            *[m for _ in range(depth - 1) for m in cbr(2 * w, 2 * w)],
-            nn.MaxPool2d(2),
-            *cbr(2 * w, 4 * w),
-            *[m for _ in range(depth - 1) for m in cbr(4 * w, 4 * w)],
-            nn.MaxPool2d(2),
-        )
+        def stage(cin: int, cout: int) -> list[nn.Module]:
+            if pool_first:  # conv, pool, then BN-ReLU and the later convs at a quarter the size
+                first = [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.MaxPool2d(2)]
+                first += [norm(cout), nn.ReLU(inplace=True)]
+                return first + [m for _ in range(depth - 1) for m in cbr(cout, cout)]
+            later = [m for _ in range(depth - 1) for m in cbr(cout, cout)]
+            return [*cbr(cin, cout), *later, nn.MaxPool2d(2)]
+
+        self.features = nn.Sequential(*stem, *stage(stem_out, 2 * w), *stage(2 * w, 4 * w))
         self.pool = nn.AdaptiveAvgPool2d(head_pool)
         self.head_pool = head_pool
         self.dropout = nn.Dropout(dropout)
