@@ -31,6 +31,7 @@ from cnnlab.train.amp_probe import amp_dtype
 from cnnlab.train.config import TrainConfig, to_dict
 from cnnlab.train.distributed import (
     DistInfo,
+    broadcast_object,
     env_dist_info,
     eval_shard,
     init_distributed,
@@ -275,6 +276,8 @@ def setup_training(config: TrainConfig, splits: DatasetSplits | None = None) -> 
     shape = (train.image_shape[0], first, first) if first else train.image_shape
     num_classes = len(getattr(train, "classes", ())) or 10
     amp = amp_dtype(config, device, model, shape, num_classes)
+    if info.enabled:  # ranks timing the probe apart could disagree: rank 0 decides
+        amp = broadcast_object(amp)
     return TrainingSetup(
         config, task, device, info, splits, model, mean, std, generator,
         train_loader, test_loader, optimizer, amp, report,
