@@ -174,6 +174,7 @@ class FastBNNet(ClassifierMixin, nn.Module):
             stem_out = whitening.out_chans
         else:
             stem, stem_out = cbr(in_chans, w, stem_stride), w
+
         def stage(cin: int, cout: int) -> list[nn.Module]:
             if pool_first:  # conv, pool, then BN-ReLU and the later convs at a quarter the size
                 first = [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.MaxPool2d(2)]
