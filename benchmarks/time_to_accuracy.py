@@ -45,6 +45,7 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) .*?test loss ([\d.]+) acc ([\d.]+)"
 ABLATIONS = {
     "without whitening (learnt 3x3 stem)": {"model_kwargs.whiten": "false"},
     "without 3x3 whitening (2x2 patches)": {"model_kwargs.whiten_kernel": "2"},
+    "without pool_first (pool after BN-ReLU)": {"model_kwargs.pool_first": "false"},
     "without Nesterov SGD (AdamW lr 3e-3 wd 0.05)": {
         "optim.name": "adamw", "optim.lr": "0.003", "optim.weight_decay": "0.05",
     },
@@ -339,14 +340,16 @@ def summarise(
         lines.append(f"- {name}: {pts}")
     if ablation:
         base = ablation_base or [r for r in results if r["name"] == args.ablation_recipe]
+        seeds = {r["seed"] for r in ablation}  # compare like with like: the ablation's own seeds
+        base = [r for r in base if r["seed"] in seeds] or base
         b_acc = statistics.mean(100 * r["epochs"][-1]["test_acc"] for r in base)
         b_wall = statistics.mean(r["epochs"][-1]["wall_s"] for r in base)
         where = "in the run the ablation came from" if ablation_base else "above"
         lines += [
             "",
-            f"**Ablation** of {args.ablation_recipe} (mean of its seeds {where}: {b_acc:.2f} % at "
-            f"{b_wall:.0f} s): the same recipe and epochs with one technique taken away, seeds "
-            f"{sorted({r['seed'] for r in ablation})}. Δ acc > 0: the technique helps; Δ wall s > 0: "
+            f"**Ablation** of {args.ablation_recipe}, seeds {sorted(seeds)} (the recipe itself "
+            f"{where}, same seeds: {b_acc:.2f} % at {b_wall:.0f} s): the same recipe and epochs "
+            "with one technique taken away or added. Δ acc > 0: the technique helps; Δ wall s > 0: "
             "it costs time. One seed's spread is about ±0.2 points.",
             "",
             "| variant | final acc | the technique's Δ acc (points) | wall s to last epoch "
