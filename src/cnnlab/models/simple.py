@@ -176,12 +176,11 @@ class FastBNNet(ClassifierMixin, nn.Module):
             stem, stem_out = cbr(in_chans, w, stem_stride), w
 
         def stage(cin: int, cout: int) -> list[nn.Module]:
-            if pool_first:  # conv, pool, then BN-ReLU and the later convs at a quarter the size
-                first = [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.MaxPool2d(2)]
-                first += [norm(cout), nn.ReLU(inplace=True)]
-                return first + [m for _ in range(depth - 1) for m in cbr(cout, cout)]
+            conv, *norm_relu = cbr(cin, cout)
             later = [m for _ in range(depth - 1) for m in cbr(cout, cout)]
-            return [*cbr(cin, cout), *later, nn.MaxPool2d(2)]
+            if pool_first:  # conv, pool, then BN-ReLU and the later convs at a quarter the size
+                return [conv, nn.MaxPool2d(2), *norm_relu, *later]
+            return [conv, *norm_relu, *later, nn.MaxPool2d(2)]
 
         self.features = nn.Sequential(*stem, *stage(stem_out, 2 * w), *stage(2 * w, 4 * w))
         self.pool = nn.AdaptiveAvgPool2d(head_pool)
